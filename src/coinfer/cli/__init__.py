@@ -1,0 +1,44 @@
+"""The `coinfer` command: thin subcommands over library functions.
+
+Configuration is read here once (flags, the cache directory from XDG_CACHE_HOME) and passed down
+as values; a `CoinferError` is printed as one message without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from coinfer.cli import capture_cmd, demo_cmd, info_cmd, plan_cmd, profile_cmd
+from coinfer.errors import CoinferError
+
+COMMANDS = (capture_cmd, profile_cmd, plan_cmd, info_cmd, demo_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coinfer",
+        description="Cooperative DNN inference: capture a model, profile it, plan where each part runs, cost it.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result: int = args.run(args)
+        return result
+    except CoinferError as exc:
+        print(f"coinfer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,138 @@
+"""`coinfer plan` (make and cost a plan) and `coinfer cost` (cost a saved plan)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from coinfer.api import make_problem, plan
+from coinfer.cli.common import add_model_arguments, cache_dir, graph_from_args, print_json
+from coinfer.cost import Breakdown, evaluate
+from coinfer.errors import UserInputError
+from coinfer.files.cluster_file import load_cluster
+from coinfer.files.plan_file import load_plan, save_plan
+from coinfer.plan import Plan, all_on
+from coinfer.problem import Problem
+from coinfer.profile.analytic import Calibration
+from coinfer.profile.timings import Profile
+from coinfer.report import comparison_table, plan_report, predicted_block, stages_block
+from coinfer.solve import SOLVERS
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("plan", help="place every node on a device and predict the cost",
+                       description="Make a plan for MODEL on a cluster, from a hand-written placement or a "
+                       "solver, and print its stages, predicted costs and the baselines beside it.")
+    add_model_arguments(p)
+    p.add_argument("--cluster", required=True, metavar="FILE|PRESET", help="cluster YAML file or preset name "
+                   "(see 'coinfer presets')")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--placement", metavar="PLAN", help="one-line plan such as 'conv1..layer2@phone | "
+                     "layer3..fc@edge', or a device name for everything there")
+    how.add_argument("--solver", choices=sorted(SOLVERS), help="solver to use (default origin-only)")
+    p.add_argument("--objective", default="latency", help="latency | energy | origin-energy | cost | throughput, "
+                   "or weighted like 'latency=1,energy=0.2' (default latency)")
+    p.add_argument("--deadline-s", type=float, metavar="S", help="latency constraint, in seconds")
+    p.add_argument("--energy-budget-j", type=float, metavar="J", help="energy budget of the origin per request")
+    p.add_argument("--request-rate", type=float, metavar="PER_S", help="check that every device and link "
+                   "keeps up with this many requests per second")
+    p.add_argument("--profile", action="append", default=[], metavar="DEVICE=profile.json",
+                   help="use measured or saved times for a device (repeatable)")
+    p.add_argument("--calibration", metavar="FILE|none", help="roofline calibration (default: this machine's, "
+                   "saved by 'coinfer profile --device local', if any)")
+    p.add_argument("-o", "--output", type=Path, metavar="plan.json", help="write the plan here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(run=run_plan)
+
+    c = sub.add_parser("cost", help="predict the costs of a saved plan",
+                       description="Re-evaluate a plan file (it embeds its graph, cluster and node times).")
+    c.add_argument("plan_file", type=Path, metavar="plan.json")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(run=run_cost)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    graph = graph_from_args(args)
+    cluster = load_cluster(args.cluster)
+    problem = make_problem(
+        graph, cluster, objective=args.objective, deadline_s=args.deadline_s,
+        origin_energy_budget_j=args.energy_budget_j, request_rate_per_s=args.request_rate,
+        profiles=_profiles(args.profile), calibration=_calibration(args),
+    )
+    started = time.perf_counter()
+    chosen = plan(problem, placement=args.placement, solver=args.solver)
+    solve_time_s = time.perf_counter() - started
+    breakdown = evaluate(chosen, problem)
+    if args.output:
+        save_plan(args.output, chosen, problem, breakdown, solve_time_s)
+    baselines = baseline_plans(problem)
+    if args.json:
+        doc = plan_json(chosen, problem, breakdown)
+        doc.update(solve_time_s=solve_time_s, baselines={name: predicted_block(b) for name, _, b in baselines})
+        print_json(doc)
+    else:
+        print(plan_report(chosen, problem, breakdown))
+        print()
+        print(comparison_table([*baselines, ("this plan", chosen, breakdown)]))
+        print(f"\nnode times: " + "; ".join(f"{d}: {s}" for d, s in problem.time_sources.items()))
+        if args.output:
+            print(f"wrote {args.output}")
+    return _exit_status(breakdown)
+
+
+def run_cost(args: argparse.Namespace) -> int:
+    chosen, problem = load_plan(args.plan_file)
+    breakdown = evaluate(chosen, problem)
+    if args.json:
+        print_json(plan_json(chosen, problem, breakdown))
+    else:
+        print(plan_report(chosen, problem, breakdown))
+    return _exit_status(breakdown)
+
+
+def plan_json(chosen: Plan, problem: Problem, b: Breakdown) -> dict[str, Any]:
+    return {"plan": str(chosen), "solver": chosen.solver, "objective": str(problem.objective),
+            "placement": {n.id: chosen.placement[n.id] for n in problem.graph.nodes},
+            "predicted": predicted_block(b), "stages": stages_block(b), "time_sources": dict(problem.time_sources)}
+
+
+def baseline_plans(problem: Problem) -> list[tuple[str, Plan, Breakdown]]:
+    """All on the origin, then all on each server: the rows every plan is compared with."""
+    rows = []
+    for device in [problem.cluster.origin, *problem.cluster.servers]:
+        name = f"origin-only ({device.name})" if device.origin else f"server-only ({device.name})"
+        p = all_on(problem.graph, device.name, solver=name.split(" ")[0])
+        rows.append((name, p, evaluate(p, problem)))
+    return rows
+
+
+def _exit_status(b: Breakdown) -> int:
+    for v in b.violations:
+        print(f"coinfer: infeasible plan: {v.message}", file=sys.stderr)
+    return 0 if b.feasible else 1
+
+
+def _profiles(pairs: list[str]) -> dict[str, Profile]:
+    from coinfer.profile.profile_file import load_profile
+
+    out: dict[str, Profile] = {}
+    for pair in pairs:
+        device, eq, path = pair.partition("=")
+        if not eq or not device or not path:
+            raise UserInputError(f"--profile {pair!r} should look like DEVICE=profile.json")
+        out[device] = load_profile(path)
+    return out
+
+
+def _calibration(args: argparse.Namespace) -> Calibration | None:
+    from coinfer.profile.calibration_file import default_calibration_path, load_calibration
+
+    if args.calibration == "none":
+        return None
+    if args.calibration:
+        return load_calibration(args.calibration)
+    path = default_calibration_path(cache_dir(args))
+    return load_calibration(path) if path.is_file() else None

@@ -1,0 +1,93 @@
+"""What `coinfer.cost.evaluate` returns: every metric of a plan and where it comes from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+ConstraintKind = Literal["memory", "deadline", "energy-budget", "capacity", "link"]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One hop: the value `tensor` (a node id or graph input) sent from `source` to `target`."""
+
+    tensor: str
+    source: str
+    target: str
+    size_bytes: int
+    time_s: float
+    is_result: bool = False
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """A stage (maximal run of nodes on one device) and what it costs.
+
+    `queueing_s` is charged to the first stage a request runs on each loaded device; `sent_bytes`
+    and `transfer_s` are for the values this stage sends to other devices (the cut after it).
+    """
+
+    device: str
+    first: str
+    last: str
+    node_count: int
+    flops: float
+    compute_s: float
+    queueing_s: float
+    sent_bytes: int
+    transfer_s: float
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A constraint the plan breaks, by how much, in words a user can act on."""
+
+    kind: ConstraintKind
+    subject: str
+    value: float
+    limit: float
+    message: str
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Latency, energy, money, reliability and throughput of one plan (SI units throughout).
+
+    Latency is end to end for one request: compute + transfer (including the result's return to
+    the origin) + queueing. `bottleneck_s` is the busiest device or link per request; a pipelined
+    plan serves `throughput_rps = 1 / bottleneck_s` requests per second in steady state.
+    """
+
+    latency_s: float
+    compute_s: float
+    transfer_s: float
+    queueing_s: float
+    energy_j: float
+    origin_energy_j: float
+    energy_by_device_j: Mapping[str, float]
+    cost_usd: float
+    reliability: float
+    bottleneck_s: float
+    bottleneck: str
+    throughput_rps: float
+    memory_by_device_bytes: Mapping[str, int]
+    stages: tuple[StageCost, ...]
+    transfers: tuple[Transfer, ...]
+    violations: tuple[Violation, ...]
+    objective_value: float
+
+    @property
+    def feasible(self) -> bool:
+        return not self.violations
+
+    @property
+    def cut_bytes(self) -> int:
+        """Bytes that cross between devices, the result's return included."""
+        return sum(t.size_bytes for t in self.transfers)
+
+    def metric(self, name: str) -> float:
+        value = getattr(self, name)
+        assert isinstance(value, float | int)
+        return float(value)

@@ -1,0 +1,136 @@
+"""`evaluate(plan, problem)`: the one function that turns a placement into its costs.
+
+Model (REFERENCE section 1, the survey's unified model; choices where it is silent are ours):
+- A request runs its stages one after another (L = L_c + L_t + L_que), as the survey and DADS
+  count it; concurrency between branches placed on different devices is not credited here.
+- A value (a node's output, or the model input at the origin) is sent once to every other device
+  that reads it, however many nodes there read it (DADS); each send is one message over the
+  direct link, and the model's outputs return to the origin.
+- Queueing: each loaded device a request computes on adds its time in system once.
+- Energy: each device's busy power times its compute time, plus the sender's transmit power times
+  each transfer time. Money: per-second device and link prices, per-byte link prices, and
+  electricity priced per kWh.
+- Reliability: every device that computes, and every directed link that carries data (the
+  result's return included), must not fail: the product of their (1 - p).
+- Memory of a device: parameters of its nodes plus the largest working set (inputs + output) of
+  one of its nodes.
+- Throughput: the bottleneck is the busiest device (its busy time stretched by background load) or
+  directed link per request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import replace
+
+from coinfer.cost import terms
+from coinfer.cost.breakdown import Breakdown, StageCost, Transfer, Violation
+from coinfer.cost.constraints import violations
+from coinfer.plan import Plan
+from coinfer.problem import Problem
+
+
+def evaluate(plan: Plan, problem: Problem) -> Breakdown:
+    """All metrics of `plan` for `problem`; see the module docstring for the model."""
+    graph, cluster = problem.graph, problem.cluster
+    transfers = list_transfers(plan, problem)
+    busy_s: dict[str, float] = defaultdict(float)
+    for node in graph.nodes:
+        device = plan.placement[node.id]
+        busy_s[device] += problem.node_time_s[device][node.id]
+    queueing_s = {d: terms.queueing_time_s(cluster.device(d).background) for d in busy_s}
+
+    energy: dict[str, float] = {d.name: terms.compute_energy_j(d, busy_s.get(d.name, 0.0)) for d in cluster.devices}
+    link_busy_s: dict[tuple[str, str], float] = defaultdict(float)
+    cost_usd = 0.0
+    for t in transfers:
+        link = cluster.link(t.source, t.target)
+        energy[t.source] += terms.transmit_energy_j(link, t.time_s)
+        link_busy_s[(t.source, t.target)] += t.time_s
+        cost_usd += terms.link_cost_usd(link, t.time_s, t.size_bytes)
+    for d in cluster.devices:
+        cost_usd += terms.device_cost_usd(d, busy_s.get(d.name, 0.0), energy[d.name])
+    compute_s = sum(busy_s.values())
+    transfer_s = sum(t.time_s for t in transfers)
+    queue_s = sum(queueing_s.values())
+    latency_s = compute_s + transfer_s + queue_s
+
+    reliability = math.prod(1.0 - cluster.device(d).failure_probability for d in busy_s)
+    for src, dst in link_busy_s:
+        link = cluster.link(src, dst)
+        reliability *= 1.0 - (link.failure_probability if link is not None else 1.0)
+
+    resources = {f"device {d}": terms.effective_busy_s(cluster.device(d), s) for d, s in busy_s.items()}
+    resources.update({f"link {s}->{t}": v for (s, t), v in link_busy_s.items()})
+    bottleneck = max(resources, key=lambda k: resources[k])
+    bottleneck_s = resources[bottleneck]
+
+    partial = Breakdown(
+        latency_s=latency_s, compute_s=compute_s, transfer_s=transfer_s, queueing_s=queue_s,
+        energy_j=sum(energy.values()), origin_energy_j=energy[problem.origin], energy_by_device_j=dict(energy),
+        cost_usd=cost_usd, reliability=reliability, bottleneck_s=bottleneck_s, bottleneck=bottleneck,
+        throughput_rps=1.0 / bottleneck_s if bottleneck_s > 0 else math.inf,
+        memory_by_device_bytes=memory_need_bytes(plan, problem),
+        stages=_stage_costs(plan, problem, transfers, queueing_s), transfers=tuple(transfers),
+        violations=(), objective_value=0.0,
+    )
+    found: tuple[Violation, ...] = violations(partial, problem, resources)
+    objective = sum(w * partial.metric(m) for m, w in problem.objective.weights.items() if w)
+    return replace(partial, violations=found, objective_value=objective)
+
+
+def list_transfers(plan: Plan, problem: Problem) -> list[Transfer]:
+    """Every hop a request makes: each value to each other device that reads it, then the result."""
+    graph, origin = problem.graph, problem.origin
+    where = dict(plan.placement)
+    where.update({i.name: origin for i in graph.inputs})
+    hops: list[Transfer] = []
+    for value in [*(i.name for i in graph.inputs), *(n.id for n in graph.nodes)]:
+        readers = dict.fromkeys(where[c] for c in graph.consumers[value])
+        for target in readers:
+            if target != where[value]:
+                hops.append(_hop(problem, value, where[value], target, is_result=False))
+    for out in graph.outputs:
+        if where[out] != origin:
+            hops.append(_hop(problem, out, where[out], origin, is_result=True))
+    return hops
+
+
+def memory_need_bytes(plan: Plan, problem: Problem) -> dict[str, int]:
+    graph = problem.graph
+    params: dict[str, int] = defaultdict(int)
+    working: dict[str, int] = defaultdict(int)
+    for node in graph.nodes:
+        device = plan.placement[node.id]
+        params[device] += node.param_bytes
+        live = node.output_bytes + sum(graph.tensor_bytes(src) for src in dict.fromkeys(node.inputs))
+        working[device] = max(working[device], live)
+    return {d: params[d] + working[d] for d in params}
+
+
+def _hop(problem: Problem, value: str, source: str, target: str, *, is_result: bool) -> Transfer:
+    size = problem.graph.tensor_bytes(value)
+    time_s = terms.transfer_time_s(problem.cluster.link(source, target), size)
+    return Transfer(value, source, target, size, time_s, is_result)
+
+
+def _stage_costs(plan: Plan, problem: Problem, transfers: list[Transfer],
+                 queueing_s: dict[str, float]) -> tuple[StageCost, ...]:
+    graph = problem.graph
+    out: list[StageCost] = []
+    charged: set[str] = set()
+    for stage in plan.stages:
+        members = set(stage.node_ids)
+        sent = [t for t in transfers if t.tensor in members]
+        queue = 0.0 if stage.device in charged else queueing_s[stage.device]
+        charged.add(stage.device)
+        out.append(StageCost(
+            device=stage.device, first=stage.node_ids[0], last=stage.node_ids[-1],
+            node_count=len(stage.node_ids), flops=sum(graph.node(n).flops for n in stage.node_ids),
+            compute_s=sum(problem.node_time_s[stage.device][n] for n in stage.node_ids),
+            queueing_s=queue, sent_bytes=sum(t.size_bytes for t in sent), transfer_s=sum(t.time_s for t in sent),
+        ))
+    return tuple(out)
+
+

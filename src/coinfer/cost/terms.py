@@ -1,0 +1,78 @@
+"""The cost equations, one function each (REFERENCE section 1: the survey's unified model).
+
+Everything else in coinfer that needs one of these numbers calls these functions, so each
+equation lives in exactly one place.
+"""
+
+from __future__ import annotations
+
+import math
+
+from coinfer.cluster import BackgroundLoad, Device, Link
+
+JOULES_PER_KWH = 3.6e6
+
+
+def compute_time_s(flops: float, flops_per_s: float) -> float:
+    """L_c = F / com: the survey's compute time when no profile gives the node's time."""
+    return flops / flops_per_s
+
+
+def transfer_time_s(link: Link | None, size_bytes: float) -> float:
+    """One message over one hop: latency + per-message overhead + size / bandwidth.
+
+    No link means the devices cannot talk: the time is infinite so that solvers avoid the
+    placement by arithmetic instead of special cases.
+    """
+    if link is None:
+        return math.inf
+    return link.latency_s + link.overhead_s + size_bytes / link.bytes_per_s
+
+
+def queueing_time_s(load: BackgroundLoad | None) -> float:
+    """Time in system at a loaded device, as the survey's examples count it.
+
+    M/M/1: 1 / (mu - lambda). M/D/1: the waiting time rho / (2 mu (1 - rho)) plus the service
+    time 1 / mu. An unstable queue (lambda >= mu) is an infinite time, not an error.
+    """
+    if load is None:
+        return 0.0
+    lam, mu = load.arrival_rate_per_s, load.service_rate_per_s
+    if lam >= mu:
+        return math.inf
+    if load.model == "mm1":
+        return 1.0 / (mu - lam)
+    rho = lam / mu
+    return rho / (2.0 * mu * (1.0 - rho)) + 1.0 / mu
+
+
+def compute_energy_j(device: Device, busy_s: float) -> float:
+    """E_c = a_i * L_c; under DVFS a_i = kappa f^3, which makes E = kappa f^2 C for C cycles."""
+    return device.busy_power_w * busy_s
+
+
+def transmit_energy_j(link: Link | None, transfer_s: float) -> float:
+    """E_t = beta * L_t, charged to the sending device."""
+    if link is None or transfer_s == 0.0:
+        return 0.0
+    return link.power_w * transfer_s
+
+
+def device_cost_usd(device: Device, busy_s: float, energy_j: float) -> float:
+    """gamma_i * L_c plus the device's electricity, priced per kWh."""
+    return device.price_usd_per_s * busy_s + device.electricity_usd_per_kwh * energy_j / JOULES_PER_KWH
+
+
+def link_cost_usd(link: Link | None, transfer_s: float, size_bytes: float) -> float:
+    """delta * L_t for a per-second price, or a per-byte price times the bytes sent."""
+    if link is None or size_bytes == 0:
+        return 0.0
+    return link.price_usd_per_s * transfer_s + link.price_usd_per_byte * size_bytes
+
+
+def effective_busy_s(device: Device, busy_s: float) -> float:
+    """Time per request a device needs when a fraction rho of it already serves background work."""
+    if device.background is None:
+        return busy_s
+    free = 1.0 - device.background.utilisation
+    return busy_s / free if free > 0 else math.inf

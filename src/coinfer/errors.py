@@ -1,0 +1,63 @@
+"""Every error coinfer raises on purpose, in one tree.
+
+Each class subclasses the nearest builtin so callers can catch either. Messages say what was
+expected, what came, and what to do; the CLI prints them without a traceback.
+
+    CoinferError
+    ├── UserInputError (ValueError)        something a user wrote is wrong
+    │   ├── ModelSpecError                 unknown or malformed MODEL spec string
+    │   ├── GraphFileError                 a graph JSON file that does not validate
+    │   ├── ClusterFileError               a cluster YAML file (or preset name) that does not validate
+    │   ├── PlanError                      a placement that is incomplete or names unknown nodes/devices
+    │   ├── ProfileError                   a profile that does not fit the graph or cannot be read
+    │   └── ObjectiveError                 an objective or constraint that cannot be parsed
+    ├── CaptureError (RuntimeError)        a model construct that the capture cannot turn into a graph
+    ├── InfeasibleError (RuntimeError)     no plan meets the constraints; names the constraint and the gap
+    └── MissingDependencyError (ImportError)  an optional extra (torch, transformers, onnx) is not installed
+"""
+
+from __future__ import annotations
+
+
+class CoinferError(Exception):
+    """Base of every error coinfer raises on purpose."""
+
+
+class UserInputError(CoinferError, ValueError):
+    """Something the user wrote (a file, a flag, a spec) is wrong; the message says how to fix it."""
+
+
+class ModelSpecError(UserInputError):
+    """A MODEL spec string that names no known source or model."""
+
+
+class GraphFileError(UserInputError):
+    """A graph JSON document that does not validate."""
+
+
+class ClusterFileError(UserInputError):
+    """A cluster YAML document (or preset name) that does not validate."""
+
+
+class PlanError(UserInputError):
+    """A placement that leaves nodes unplaced or names unknown nodes or devices."""
+
+
+class ProfileError(UserInputError):
+    """A profile that cannot be read or does not fit the graph it is used with."""
+
+
+class ObjectiveError(UserInputError):
+    """An objective or constraint expression that cannot be parsed."""
+
+
+class CaptureError(CoinferError, RuntimeError):
+    """A model construct that cannot be captured; the message names it and a workaround."""
+
+
+class InfeasibleError(CoinferError, RuntimeError):
+    """No plan meets the constraints; the message names the constraint and by how much it fails."""
+
+
+class MissingDependencyError(CoinferError, ImportError):
+    """An optional dependency is needed for this feature; the message names the extra to install."""

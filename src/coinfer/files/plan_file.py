@@ -1,0 +1,109 @@
+"""Plan JSON documents (format version 1): a placement with the problem it was made for.
+
+A plan file is self-contained so that `coinfer cost plan.json` (and later the runtime) needs
+nothing else: it embeds the graph, the cluster, the node times per device (and where they came
+from), the objective and the constraints. `placement` is the part meant for hand-editing; `plan`
+repeats it in the one-line form and `predicted` is informative (recomputed on load).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from coinfer.cost.breakdown import Breakdown
+from coinfer.errors import PlanError
+from coinfer.files.cluster_file import cluster_from_dict, cluster_to_dict
+from coinfer.files.graph_file import graph_from_dict, graph_to_dict
+from coinfer.files.validation import describe
+from coinfer.plan import Plan
+from coinfer.problem import Constraints, Objective, Problem, parse_objective
+
+PLAN_FORMAT_VERSION = 1
+
+
+class ConstraintsDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deadline_s: float | None = None
+    origin_energy_budget_j: float | None = None
+    request_rate_per_s: float | None = None
+
+
+class PlanDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1]
+    plan: str = ""
+    solver: str = "placement"
+    placement: dict[str, str]
+    objective: str = "latency"
+    constraints: ConstraintsDoc = ConstraintsDoc()
+    predicted: dict[str, Any] = {}
+    solve_time_s: float | None = None
+    time_sources: dict[str, str] = {}
+    node_time_s: dict[str, dict[str, float]]
+    graph: dict[str, Any]
+    cluster: dict[str, Any]
+
+
+def plan_to_dict(plan: Plan, problem: Problem, breakdown: Breakdown | None = None,
+                 solve_time_s: float | None = None) -> dict[str, Any]:
+    from coinfer.report import predicted_block
+
+    c = problem.constraints
+    doc: dict[str, Any] = {
+        "version": PLAN_FORMAT_VERSION,
+        "plan": str(plan),
+        "solver": plan.solver,
+        "placement": {n.id: plan.placement[n.id] for n in problem.graph.nodes},
+        "objective": str(problem.objective),
+        "constraints": {"deadline_s": c.deadline_s, "origin_energy_budget_j": c.origin_energy_budget_j,
+                        "request_rate_per_s": c.request_rate_per_s},
+    }
+    if breakdown is not None:
+        doc["predicted"] = predicted_block(breakdown)
+    if solve_time_s is not None:
+        doc["solve_time_s"] = solve_time_s
+    doc.update(time_sources=dict(problem.time_sources), node_time_s={d: dict(t) for d, t in problem.node_time_s.items()},
+               graph=graph_to_dict(problem.graph), cluster=cluster_to_dict(problem.cluster))
+    return doc
+
+
+def plan_from_dict(doc: Any, where: str | Path = "<plan>") -> tuple[Plan, Problem]:
+    try:
+        parsed = PlanDoc.model_validate(doc)
+    except ValidationError as exc:
+        raise PlanError(describe(exc, where)) from None
+    graph = graph_from_dict(parsed.graph, f"{where}: graph")
+    cluster = cluster_from_dict(parsed.cluster, f"{where}: cluster")
+    unknown = sorted({d for d in parsed.placement.values() if d not in cluster.device_names})
+    if unknown:
+        raise PlanError(f"{where}: placement names unknown device(s) {unknown}; devices: "
+                        f"{', '.join(cluster.device_names)}")
+    c = parsed.constraints
+    problem = Problem(graph, cluster, parsed.node_time_s, parse_objective(parsed.objective) if parsed.objective
+                      else Objective(), Constraints(c.deadline_s, c.origin_energy_budget_j, c.request_rate_per_s),
+                      parsed.time_sources)
+    try:
+        plan = Plan(graph, parsed.placement, parsed.solver)
+    except PlanError as exc:
+        raise PlanError(f"{where}: {exc}") from None
+    return plan, problem
+
+
+def save_plan(path: str | Path, plan: Plan, problem: Problem, breakdown: Breakdown | None = None,
+              solve_time_s: float | None = None) -> None:
+    Path(path).write_text(json.dumps(plan_to_dict(plan, problem, breakdown, solve_time_s), indent=1) + "\n")
+
+
+def load_plan(path: str | Path) -> tuple[Plan, Problem]:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot read the plan file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return plan_from_dict(doc, path)
