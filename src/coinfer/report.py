@@ -37,7 +37,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for k, row in enumerate(cells):
-        parts = [c.rjust(w) if numeric[i] and k else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        parts = [c.rjust(w) if numeric[i] and k else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(parts).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))

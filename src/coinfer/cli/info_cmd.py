@@ -7,7 +7,6 @@ from typing import Any
 
 from coinfer.cli.common import print_json
 from coinfer.files.cluster_file import load_cluster, preset_description, preset_names, preset_text
-from coinfer.profile.catalog import CATALOG
 from coinfer.report import table
 
 
@@ -27,7 +26,7 @@ def run_presets(args: argparse.Namespace) -> int:
     if args.name:
         print(preset_text(args.name), end="")
         return 0
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in preset_names():
         c = load_cluster(name)
         rows.append({"name": name, "devices": list(c.device_names), "origin": c.origin.name,
@@ -36,12 +35,13 @@ def run_presets(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         print(table(["preset", "devices (origin first)", "what it models"],
-                    [[r["name"], ", ".join([r["origin"], *[d for d in r["devices"] if d != r["origin"]]]),
-                      r["description"]] for r in rows]))
+                    [[r["name"], _origin_first(r["origin"], r["devices"]), r["description"]] for r in rows]))
     return 0
 
 
 def run_devices(args: argparse.Namespace) -> int:
+    from coinfer.profile.catalog import CATALOG
+
     specs = list(CATALOG.values())
     if args.json:
         print_json([{"name": s.name, "description": s.description, "kind": s.kind,
@@ -54,3 +54,7 @@ def run_devices(args: argparse.Namespace) -> int:
                 [[s.name, s.kind, s.peak_flops_per_s / 1e9, s.memory_bandwidth_bytes_per_s / 1e9,
                   s.memory_bytes / 1e9, s.power_w, s.description] for s in specs]))
     return 0
+
+
+def _origin_first(origin: str, devices: list[str]) -> str:
+    return ", ".join([origin, *[d for d in devices if d != origin]])

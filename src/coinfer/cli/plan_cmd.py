@@ -77,7 +77,7 @@ def run_plan(args: argparse.Namespace) -> int:
         print(plan_report(chosen, problem, breakdown))
         print()
         print(comparison_table([*baselines, ("this plan", chosen, breakdown)]))
-        print(f"\nnode times: " + "; ".join(f"{d}: {s}" for d, s in problem.time_sources.items()))
+        print("\nnode times: " + "; ".join(f"{d}: {s}" for d, s in problem.time_sources.items()))
         if args.output:
             print(f"wrote {args.output}")
     return _exit_status(breakdown)

@@ -66,7 +66,8 @@ def plan_to_dict(plan: Plan, problem: Problem, breakdown: Breakdown | None = Non
         doc["predicted"] = predicted_block(breakdown)
     if solve_time_s is not None:
         doc["solve_time_s"] = solve_time_s
-    doc.update(time_sources=dict(problem.time_sources), node_time_s={d: dict(t) for d, t in problem.node_time_s.items()},
+    doc.update(time_sources=dict(problem.time_sources),
+               node_time_s={d: dict(t) for d, t in problem.node_time_s.items()},
                graph=graph_to_dict(problem.graph), cluster=cluster_to_dict(problem.cluster))
     return doc
 

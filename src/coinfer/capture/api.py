@@ -1,0 +1,149 @@
+"""capture / load_program / build_model: any PyTorch model -> coinfer Graph, and back.
+
+`capture` records everything needed to rebuild the exact exported program in `Graph.source`
+(spec, input shapes, seed, `layers`/`seq_len`), so `load_program(graph.source)` gives a program
+whose fx node names are the `source_nodes` of the graph's nodes. `options["placeholders"]` lists
+the program's user-input placeholder names in the order of `Graph.inputs` (a single input is
+called `input` in the graph; `x` in a torchvision program).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Literal
+
+from coinfer.capture import blocks as blocks_mod
+from coinfer.capture import fx_graph
+from coinfer.capture.deps import require
+from coinfer.capture.exporting import export_program
+from coinfer.capture.flops import run_nodes
+from coinfer.capture.models import build, load_exported
+from coinfer.capture.spec import ParsedSpec, parse_spec
+from coinfer.errors import ModelSpecError
+from coinfer.graph import Graph, ModelSource, coarsen_to_blocks
+
+log = logging.getLogger(__name__)
+
+
+def capture(
+    spec: str,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    seq_len: int | None = None,
+    seed: int = 0,
+    layers: int | None = None,
+    granularity: Literal["op", "block"] = "op",
+) -> Graph:
+    """The coinfer Graph of the model named by a MODEL spec (forms in coinfer.capture.spec).
+
+    `input_shape` is the full shape of the one model input (batch first; default 1x3x224x224 for
+    images, 299 for inception_v3, (1, seq_len) for text); `seq_len` (text models, default 128)
+    and `layers` (number of transformer layers) apply to hf: models; `seed` fixes the random
+    weights and inputs. `granularity="block"` contracts every block into one node.
+    """
+    if granularity not in ("op", "block"):
+        raise ModelSpecError(f"granularity must be 'op' or 'block', not {granularity!r}")
+    start_s = time.perf_counter()
+    parsed = parse_spec(spec)
+    if parsed.kind == "onnx":
+        from coinfer.capture.onnx_graph import capture_onnx
+
+        if input_shape is not None or seq_len is not None or layers is not None:
+            raise ModelSpecError("onnx: models take their shapes from the file; drop input_shape, "
+                                 "seq_len and layers")
+        graph = capture_onnx(parsed.target, spec)
+    else:
+        graph = _capture_torch(parsed, spec, input_shape, seed, layers, seq_len)
+    log.info("captured %s: %d nodes, %.3g GFLOPs in %.1f s", spec, len(graph.nodes),
+             graph.total_flops / 1e9, time.perf_counter() - start_s)
+    return coarsen_to_blocks(graph) if granularity == "block" else graph
+
+
+def _capture_torch(parsed: ParsedSpec, spec: str, input_shape: tuple[int, ...] | None, seed: int,
+                   layers: int | None, seq_len: int | None) -> Graph:
+    options: dict[str, str | int] = {}
+    if layers is not None:
+        options["layers"] = layers
+    if seq_len is not None:
+        options["seq_len"] = seq_len
+    model, inputs = build(parsed, input_shape, seed, layers, seq_len)
+    program = _export(parsed, model, inputs)
+    options["placeholders"] = ",".join(fx_graph.placeholder_names(program).values())
+    source = ModelSource(spec, tuple(tuple(int(d) for d in t.shape) for t in inputs), seed, options)
+    # A loaded export: program's module() has only plain attribute holders, not the model's
+    # classes, so its blocks come from the class names in nn_module_stack instead.
+    eager = None if parsed.kind == "export" else model
+    return graph_from_program(program, inputs, parsed.name, source, eager)
+
+
+def graph_from_program(program: Any, inputs: tuple[Any, ...], name: str,
+                       source: ModelSource | None, model: Any | None = None) -> Graph:
+    """The op-granularity Graph of an exported program run on `inputs`."""
+    run = run_nodes(program, inputs)
+    stacks = [fx_graph.module_stack(n) for n in program.graph.nodes if n.op == "call_function"]
+    facts = blocks_mod.facts_from_stacks(stacks)
+    if model is not None:
+        facts.update(blocks_mod.facts_from_module(model))
+    nodes = fx_graph.build_nodes(program, run, lambda stack: blocks_mod.block_of(stack, facts))
+    _, graph_inputs = fx_graph.graph_inputs(program)
+    return Graph(name, graph_inputs, nodes, fx_graph.output_ids(program, nodes), "op", source)
+
+
+def load_program(source: ModelSource) -> Any:
+    """The torch.export.ExportedProgram `capture` exported for `source` (same weights, same fx
+    node names). Feed it through `program.module()(*inputs)`; the placeholder of each graph input
+    is listed in `source.options["placeholders"]`."""
+    parsed = parse_spec(source.spec)
+    if parsed.kind == "onnx":
+        raise ModelSpecError(f"{source.spec} is an ONNX model; use coinfer.capture.load_onnx")
+    if parsed.kind == "export":
+        return load_exported(parsed.target)
+    model, inputs = build_model(source)
+    return _export(parsed, model, inputs)
+
+
+def build_model(source: ModelSource) -> tuple[Any, tuple[Any, ...]]:
+    """The eager model (eval mode) and the example inputs a graph was captured with."""
+    parsed = parse_spec(source.spec)
+    layers, seq_len = source.options.get("layers"), source.options.get("seq_len")
+    shape = source.input_shapes[0] if parsed.kind in ("torchvision", "hf") and source.input_shapes else None
+    if parsed.kind == "hf" and seq_len is not None:
+        shape = None  # seq_len alone reproduces it; passing both is allowed only when they agree
+    return build(parsed, shape, source.seed, _int_or_none(layers), _int_or_none(seq_len))
+
+
+def load_onnx(source: ModelSource) -> Any:
+    """The onnx.ModelProto of an onnx: graph source (its node names are the `source_nodes`)."""
+    parsed = parse_spec(source.spec)
+    if parsed.kind != "onnx":
+        raise ModelSpecError(f"{source.spec} is not an onnx: spec; use load_program for it")
+    onnx = require("onnx", "onnx: models")
+    return onnx.load(parsed.target)
+
+
+def _export(parsed: ParsedSpec, model: Any, inputs: tuple[Any, ...]) -> Any:
+    if parsed.kind == "export":
+        return load_exported(parsed.target)
+    _check_runs(parsed, model, inputs)
+    what = f"{parsed.kind}:{parsed.target}" + (f":{parsed.attr}" if parsed.attr else "")
+    return export_program(model, inputs, what)
+
+
+def _check_runs(parsed: ParsedSpec, model: Any, inputs: tuple[Any, ...]) -> None:
+    """Run the model once so a wrong input shape is a clear user error, not an export trace."""
+    torch = require("torch", "capture")
+    shapes = [tuple(t.shape) for t in inputs]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSpecError(
+            f"{parsed.kind}:{parsed.target} cannot run on inputs of shape {shapes}: {first}; "
+            "pass an input_shape the model accepts (e.g. (1, 3, 224, 224) for image classifiers)"
+        ) from None
+
+
+def _int_or_none(value: str | int | None) -> int | None:
+    return None if value is None else int(value)
