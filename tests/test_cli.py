@@ -1,0 +1,125 @@
+"""The command line on hand-written graphs and presets: outputs, JSON fields, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coinfer.cli import main
+from tests.conftest import TOY_CHAIN, TOY_CLUSTER
+
+import yaml
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    graph, cluster = tmp_path / "g.json", tmp_path / "c.yaml"
+    graph.write_text(json.dumps(TOY_CHAIN))
+    cluster.write_text(yaml.safe_dump(TOY_CLUSTER))
+    return graph, cluster
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code = main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_plan_json_has_the_promised_fields(files, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    out = tmp_path / "plan.json"
+    code, doc = run_json(capsys, "plan", str(graph), "--cluster", str(cluster), "--placement", "a@phone | b@edge",
+                         "-o", str(out))
+    assert code == 0
+    assert doc["plan"] == "a@phone | b@edge"
+    assert doc["placement"] == {"a": "phone", "b": "edge"}
+    for key in ("latency_s", "energy_j", "cost_usd", "reliability", "throughput_rps"):
+        assert key in doc["predicted"]
+    assert doc["predicted"]["latency_s"] == pytest.approx(3.231)  # worked out in tests/cost/test_terms.py
+    assert set(doc["baselines"]) == {"origin-only (phone)", "server-only (edge)"}
+    # The saved plan costs the same when read back, with nothing else given.
+    code, again = run_json(capsys, "cost", str(out))
+    assert code == 0 and again["predicted"]["latency_s"] == pytest.approx(3.231)
+    assert [s["device"] for s in again["stages"]] == ["phone", "edge"]
+
+
+def test_hand_edited_plan_file(files, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    out = tmp_path / "plan.json"
+    main(["plan", str(graph), "--cluster", str(cluster), "-o", str(out)])
+    doc = json.loads(out.read_text())
+    doc["placement"]["b"] = "edge"
+    out.write_text(json.dumps(doc))
+    capsys.readouterr()
+    code, again = run_json(capsys, "cost", str(out))
+    assert again["plan"] == "a@phone | b@edge"
+
+
+def test_plan_table(files, capsys) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    assert main(["plan", str(graph), "--cluster", str(cluster), "--placement", "a@phone | b@edge"]) == 0
+    text = capsys.readouterr().out
+    assert "latency 3231.00 ms" in text and "origin-only (phone)" in text and "server-only (edge)" in text
+
+
+def test_capture_a_hand_written_graph_is_refused_clearly(files, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["plan", "nonsense", "--cluster", "phone-edge-cloud"]) == 2
+    assert "neither a graph JSON file nor a MODEL spec" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["plan", "{graph}", "--cluster", "no-such-preset"], "neither a cluster file nor a preset"),
+    (["plan", "{graph}", "--cluster", "{cluster}", "--placement", "a@phone"], "leaves 1 node(s) unplaced"),
+    (["plan", "{graph}", "--cluster", "{cluster}", "--placement", "a@phone | b@gpu"], "unknown device 'gpu'"),
+    (["plan", "{graph}", "--cluster", "{cluster}", "--objective", "speed"], "unknown objective 'speed'"),
+    (["plan", "{graph}", "--cluster", "{cluster}", "--profile", "edge"], "DEVICE=profile.json"),
+    (["capture", "tensorflow:resnet"], "tensorflow"),
+    (["cost", "{graph}"], "placement"),
+    (["profile", "{graph}", "--device", "analytic:quantum"], "quantum"),
+    (["profile", "{graph}", "--device", "local"], "no 'source'"),
+])
+def test_user_mistakes_give_one_message(files, capsys, argv, expected) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    code = main([a.format(graph=graph, cluster=cluster) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_infeasible_memory_exits_1_and_names_the_device(files, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, _ = files
+    small = dict(TOY_CLUSTER, devices={**TOY_CLUSTER["devices"], "edge": {"flops_per_s": 1e10, "memory_bytes": 5e6}})
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(small))
+    assert main(["plan", str(graph), "--cluster", str(path), "--placement", "a@phone | b@edge"]) == 1
+    captured = capsys.readouterr()
+    assert "device edge needs 6.0 MB but has 5.0 MB (1.0 MB short)" in captured.err
+
+
+def test_presets_all_load_and_list(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, rows = run_json(capsys, "presets")
+    names = {r["name"] for r in rows}
+    assert code == 0
+    assert {"phone-edge-cloud", "one-to-one", "one-to-multiple", "multiple-to-one", "multiple-to-multiple",
+            "peer-to-peer", "dads-cat1", "dads-3g", "dads-4g", "dads-wifi", "pi-laptop-desktop"} <= names
+
+
+def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("devices:\n  phone: {flops_per_s: -1, origin: true}\n")
+    proc = subprocess.run([sys.executable, "-m", "coinfer", "plan", str(tmp_path / "g.json"), "--cluster", str(bad)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "g.json" in proc.stderr
+
+
+def test_yaml_numbers_without_a_dot_are_accepted(tmp_path: Path) -> None:
+    from coinfer.files.cluster_file import load_cluster
+
+    path = tmp_path / "c.yaml"
+    path.write_text("devices:\n  phone: {flops_per_s: 5e10, origin: true}\n")
+    assert load_cluster(path).origin.flops_per_s == 5e10
