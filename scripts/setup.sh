@@ -12,8 +12,13 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
 fi
 echo "coinfer: setting up .venv (first run: about 3 minutes, PyTorch is large)" >&2
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 # The pins hold torch/torchvision to the versions this project's machines carry locally; other
 # machines can drop '-c requirements/pins-local.txt' and get any version pyproject.toml allows.
-.venv/bin/python -m pip install --quiet -c requirements/pins-local.txt -e ".[all,dev]"
+# pip's own chatter goes to a log, shown only if the install fails.
+log=.venv/install.log
+if ! .venv/bin/python -m pip install -c requirements/pins-local.txt -e ".[all,dev]" >"$log" 2>&1; then
+    grep -v "is ignored: it is neither a file nor a directory" "$log" >&2
+    echo "coinfer: the install failed; the full log is $log" >&2
+    exit 1
+fi
 echo "$want" > "$stamp"

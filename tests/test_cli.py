@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from coinfer.cli import main
+import yaml
 from tests.conftest import TOY_CHAIN, TOY_CLUSTER
 
-import yaml
+from coinfer.cli import main
 
 
 @pytest.fixture
@@ -55,7 +54,7 @@ def test_hand_edited_plan_file(files, capsys, tmp_path) -> None:  # type: ignore
     out.write_text(json.dumps(doc))
     capsys.readouterr()
     code, again = run_json(capsys, "cost", str(out))
-    assert again["plan"] == "a@phone | b@edge"
+    assert code == 0 and again["plan"] == "a@phone | b@edge"
 
 
 def test_plan_table(files, capsys) -> None:  # type: ignore[no-untyped-def]

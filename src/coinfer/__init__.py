@@ -7,9 +7,11 @@ reliability and throughput. See README.md for a tour.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from coinfer.api import make_problem, plan
+
+# Bound eagerly: the subpackage `coinfer.capture` would otherwise shadow the function of the same
+# name once imported. It imports torch only when called.
+from coinfer.capture import capture
 from coinfer.cluster import Cluster, Device, Link
 from coinfer.cost import Breakdown, evaluate
 from coinfer.files.cluster_file import load_cluster
@@ -19,9 +21,6 @@ from coinfer.graph import Graph, Node
 from coinfer.plan import Plan, parse_plan
 from coinfer.problem import Constraints, Objective, Problem
 
-if TYPE_CHECKING:
-    from coinfer.capture import capture
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -30,11 +29,3 @@ __all__ = [
     "save_graph", "save_plan",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # capture needs torch; importing it lazily keeps `import coinfer` light for planning-only use.
-    if name == "capture":
-        from coinfer.capture import capture
-
-        return capture
-    raise AttributeError(f"module 'coinfer' has no attribute {name!r}")

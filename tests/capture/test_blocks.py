@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from coinfer.capture import build_model
 from coinfer.capture.blocks import ModuleFacts, block_of, facts_from_stacks
 from coinfer.graph import coarsen_to_blocks
 
@@ -28,7 +29,10 @@ EXPECTED_BIG = [
 
 @pytest.mark.parametrize(("spec", "layers", "blocks", "cls"), EXPECTED)
 def test_expected_blocks_found(captured, spec, layers, blocks, cls):
-    _check_blocks(captured, spec, layers, blocks)
+    g = _check_blocks(captured, spec, layers, blocks)
+    model, _ = build_model(g.source)
+    modules = dict(model.named_modules())
+    assert {type(modules[b]).__name__ for b in g.blocks} == {cls}
 
 
 @pytest.mark.slow
@@ -49,6 +53,7 @@ def _check_blocks(captured, spec, layers, blocks):
         assert positions == list(range(positions[0], positions[0] + len(positions)))
     # stems and heads stay outside blocks
     assert g.nodes[0].block is None and g.node(g.outputs[0]).block is None
+    return g
 
 
 @pytest.mark.parametrize(("spec", "layers"), [("torchvision:resnet18", None), ("hf:gpt2", 2)])

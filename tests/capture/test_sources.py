@@ -54,6 +54,12 @@ MODULE = textwrap.dedent('''
 
     def not_a_model():
         return 42
+
+    def masked():
+        class Masked(torch.nn.Module):
+            def forward(self, x):
+                return x[x > 0] * 2
+        return Masked(), (torch.tensor([[1.0, -1.0, 2.0], [-3.0, 4.0, 5.0]]),)
 ''')
 
 
@@ -182,6 +188,12 @@ def test_data_dependent_control_flow_names_line_and_workaround(user_module):
     assert "torch.cond" in msg and "export:PATH" in msg and "onnx:PATH" in msg
 
 
+def test_data_dependent_sizes_come_from_the_example_run(user_module):
+    g = capture(f"python:{user_module}:masked")
+    out = g.node(g.outputs[0])
+    assert out.outputs[0].shape == (4,) and out.output_bytes == 16  # four positive entries
+
+
 def test_parse_spec_keeps_python_callable():
     p = parse_spec("python:pkg.mod:make")
     assert (p.kind, p.target, p.attr, p.name) == ("python", "pkg.mod", "make", "make")
@@ -192,10 +204,10 @@ def test_import_without_torch_then_clear_error():
         import sys
         for m in ("torch", "torchvision", "transformers", "onnx"):
             sys.modules[m] = None  # makes `import torch` raise ImportError
-        import coinfer.capture
+        from coinfer.capture import capture
         from coinfer.errors import MissingDependencyError
         try:
-            coinfer.capture.capture("torchvision:resnet18")
+            capture("torchvision:resnet18")
         except MissingDependencyError as e:
             assert "pip install 'coinfer[torch]'" in str(e), e
             print("ok")

@@ -137,7 +137,7 @@ def test_graph_json_round_trip(captured):
     assert graph_digest(again) == graph_digest(g)
 
 
-def test_same_seed_same_graph_different_seed_same_structure():
+def test_same_seed_same_graph_weights_and_inputs():
     from coinfer.capture import capture
 
     a = capture("hf:vit", layers=1, seed=3)

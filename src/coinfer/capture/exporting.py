@@ -10,6 +10,7 @@ ViT attention would count as zero FLOPs.
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,8 +64,9 @@ def describe_export_failure(exc: BaseException, what: str) -> str:
 
 def _user_frame(exc: BaseException) -> str:
     """The innermost traceback frame outside torch and coinfer: the model line that failed."""
-    torch_dir = str(Path(str(require("torch", "capture").__file__)).parent)
-    own_dir = str(Path(__file__).parent)
+    # trailing separators: torchvision's files must not pass for torch's
+    torch_dir = str(Path(str(require("torch", "capture").__file__)).parent) + os.sep
+    own_dir = str(Path(__file__).parent) + os.sep
     frames = traceback.extract_tb(exc.__traceback__)
     user = [f for f in frames if not f.filename.startswith((torch_dir, own_dir))
             and "contextlib" not in f.filename]

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from coinfer.errors import GraphFileError
-from coinfer.files.validation import describe
+from coinfer.files.validation import check_version, describe, read_json
 from coinfer.graph import (
     DEFAULT_INPUT_NAME,
     GRAPH_FORMAT_VERSION,
@@ -87,11 +87,7 @@ class GraphDoc(_Strict):
 
 def graph_from_dict(doc: Any, where: str | Path = "<graph>") -> Graph:
     """Validate a graph document and build the Graph; errors name `where` and the field."""
-    if isinstance(doc, dict) and doc.get("version") not in (None, GRAPH_FORMAT_VERSION):
-        raise GraphFileError(
-            f"{where}: version {doc.get('version')!r} is not supported; this coinfer reads version "
-            f"{GRAPH_FORMAT_VERSION} (re-capture the model or upgrade coinfer)"
-        )
+    check_version(doc, GRAPH_FORMAT_VERSION, where, GraphFileError, "re-capture the model")
     try:
         parsed = GraphDoc.model_validate(doc)
     except ValidationError as exc:
@@ -138,13 +134,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
 
 def load_graph(path: str | Path) -> Graph:
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise GraphFileError(f"{path}: cannot read the graph file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise GraphFileError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    return graph_from_dict(doc, path)
+    return graph_from_dict(read_json(path, GraphFileError, "graph"), path)
 
 
 def save_graph(graph: Graph, path: str | Path) -> None:

@@ -18,7 +18,7 @@ from coinfer.cost.breakdown import Breakdown
 from coinfer.errors import PlanError
 from coinfer.files.cluster_file import cluster_from_dict, cluster_to_dict
 from coinfer.files.graph_file import graph_from_dict, graph_to_dict
-from coinfer.files.validation import describe
+from coinfer.files.validation import check_version, describe, read_json
 from coinfer.plan import Plan
 from coinfer.problem import Constraints, Objective, Problem, parse_objective
 
@@ -73,6 +73,7 @@ def plan_to_dict(plan: Plan, problem: Problem, breakdown: Breakdown | None = Non
 
 
 def plan_from_dict(doc: Any, where: str | Path = "<plan>") -> tuple[Plan, Problem]:
+    check_version(doc, PLAN_FORMAT_VERSION, where, PlanError, "make the plan again")
     try:
         parsed = PlanDoc.model_validate(doc)
     except ValidationError as exc:
@@ -101,10 +102,4 @@ def save_plan(path: str | Path, plan: Plan, problem: Problem, breakdown: Breakdo
 
 def load_plan(path: str | Path) -> tuple[Plan, Problem]:
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot read the plan file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    return plan_from_dict(doc, path)
+    return plan_from_dict(read_json(path, PlanError, "plan"), path)

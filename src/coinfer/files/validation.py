@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
+
+from coinfer.errors import UserInputError
 
 _HINTS = {
     "extra_forbidden": "remove it or check its spelling against docs/formats.md",
@@ -26,3 +30,20 @@ def describe(error: ValidationError, where: str | Path) -> str:
         line = f"{where}: {path}: {problem['msg']}{got_text}"
         lines.append(f"{line} ({hint})" if hint else line)
     return "\n".join(lines)
+
+
+def read_json(path: Path, error: type[UserInputError], what: str) -> Any:
+    """The parsed JSON of `path`; an unreadable file or bad JSON raises `error` naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+def check_version(doc: Any, supported: int, where: str | Path, error: type[UserInputError], fix: str) -> None:
+    """Refuse a document of another format version before validating its fields."""
+    if isinstance(doc, dict) and doc.get("version") not in (None, supported):
+        raise error(f"{where}: version {doc.get('version')!r} is not supported; this coinfer reads version "
+                    f"{supported} ({fix} or upgrade coinfer)")

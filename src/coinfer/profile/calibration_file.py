@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from coinfer.errors import ProfileError
+from coinfer.files.validation import read_json
 from coinfer.profile.analytic import Calibration
 
 CALIBRATION_FILE_NAME = "calibration.json"
@@ -30,12 +31,7 @@ def save_calibration(calibration: Calibration, path: str | Path) -> None:
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration file; errors name the file and say to re-calibrate."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read the calibration file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}; re-calibrate") from None
+    doc = read_json(path, ProfileError, "calibration")
     if not isinstance(doc, dict) or doc.get("version") != 1:
         raise ProfileError(f"{path}: expected a calibration document with 'version': 1; re-calibrate")
     try:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coinfer.errors import ProfileError
 from coinfer.files.graph_file import graph_digest
-from coinfer.files.validation import describe
+from coinfer.files.validation import check_version, describe, read_json
 from coinfer.graph import Graph
 from coinfer.profile.timings import PROFILE_FORMAT_VERSION, Profile
 
@@ -62,11 +62,7 @@ def profile_to_dict(profile: Profile) -> dict[str, Any]:
 
 def profile_from_dict(doc: Any, where: str | Path = "<profile>") -> Profile:
     """Validate a profile document; errors name `where` and the offending field."""
-    if isinstance(doc, dict) and doc.get("version") not in (None, PROFILE_FORMAT_VERSION):
-        raise ProfileError(
-            f"{where}: version {doc.get('version')!r} is not supported; this coinfer reads version "
-            f"{PROFILE_FORMAT_VERSION} (re-profile the graph or upgrade coinfer)"
-        )
+    check_version(doc, PROFILE_FORMAT_VERSION, where, ProfileError, "re-profile the graph")
     try:
         parsed = ProfileDoc.model_validate(doc)
     except ValidationError as exc:
@@ -101,15 +97,7 @@ def save_profile(profile: Profile, path: str | Path) -> None:
 def load_profile(path: str | Path, graph: Graph | None = None) -> Profile:
     """Read a profile file; when `graph` is given, also check that the profile belongs to it."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read the profile file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise ProfileError(
-            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    profile = profile_from_dict(doc, path)
+    profile = profile_from_dict(read_json(path, ProfileError, "profile"), path)
     if graph is not None:
         check_profile(profile, graph, path)
     return profile
