@@ -77,7 +77,16 @@ def save_local_calibration(graph: Graph, profile: Profile, args: argparse.Namesp
     from coinfer.profile.calibration_file import default_calibration_path, save_calibration
 
     path = default_calibration_path(cache_dir(args))
-    save_calibration(calibrate(profile, graph), path)
+    if "peak_flops_per_s" in profile.settings:
+        calibration = calibrate(profile, graph)
+    else:  # an onnxruntime profile does not carry this machine's rates: measure them now
+        from coinfer.profile.measure import measure_machine
+
+        rates = measure_machine(args.threads)
+        calibration = calibrate(profile, graph, peak_flops_per_s=rates.peak_flops_per_s,
+                                memory_bandwidth_bytes_per_s=rates.memory_bandwidth_bytes_per_s,
+                                node_overhead_s=rates.node_overhead_s)
+    save_calibration(calibration, path)
     return path
 
 

@@ -56,6 +56,10 @@ def measure_onnx(model: Any, graph: Graph, *, warmup: int = 3, repeats: int = 10
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith(_KERNEL_SUFFIX):
             per_node.setdefault(e["name"][: -len(_KERNEL_SUFFIX)], []).append(1e-6 * float(e["dur"]))
     runs = {name: durations[-repeats:] for name, durations in per_node.items()}
+    # onnxruntime turns Constant nodes into initializers when it loads the model, even with graph
+    # optimisations off, so they never run: their time is zero.
+    constants = {node.name for node in model.graph.node if node.op_type == "Constant"}
+    runs.update({name: [0.0] * repeats for name in constants if name not in runs})
     missing = sorted({s for n in graph.nodes for s in (n.source_nodes or (n.id,))} - set(runs))
     if missing:
         raise ProfileError(f"onnxruntime reported no time for ONNX nodes {missing[:5]}; the graph was "
