@@ -37,12 +37,15 @@ class Stage:
 class Plan:
     """Where every node of `graph` runs; `placement` maps node id -> device name.
 
-    `solver` names what produced it (a solver name, or "placement" for a hand-written one).
+    `solver` names what produced it (a solver name, or "placement" for a hand-written one);
+    `reported_objective` is the objective value the solver believed its plan has (None for a
+    hand-written plan), which tests hold equal to `cost.evaluate`'s.
     """
 
     graph: Graph
     placement: Mapping[str, str]
     solver: str = "placement"
+    reported_objective: float | None = None
 
     def __post_init__(self) -> None:
         missing = [n.id for n in self.graph.nodes if n.id not in self.placement]
