@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import TOY_CHAIN, TOY_CLUSTER
 
 from coinfer.cli import main
+from tests.conftest import TOY_CHAIN, TOY_CLUSTER
 
 
 @pytest.fixture

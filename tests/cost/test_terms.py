@@ -6,13 +6,13 @@ import copy
 import math
 
 import pytest
-from tests.conftest import TOY_CHAIN, TOY_CLUSTER
 
 from coinfer.api import make_problem, plan
 from coinfer.cluster import BackgroundLoad, Dvfs, Radio
 from coinfer.cost import evaluate, terms
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.files.graph_file import graph_from_dict
+from tests.conftest import TOY_CHAIN, TOY_CLUSTER
 
 
 def split(problem):  # type: ignore[no-untyped-def]

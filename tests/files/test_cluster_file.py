@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import TOY_CLUSTER
 
 from coinfer.errors import ClusterFileError
 from coinfer.files.cluster_file import cluster_from_dict, cluster_from_yaml, cluster_to_dict, load_cluster
+from tests.conftest import TOY_CLUSTER
 
 ISSUE_EXAMPLE = """
 devices:

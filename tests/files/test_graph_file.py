@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import TOY_CHAIN
 
 from coinfer.errors import GraphFileError
 from coinfer.files.graph_file import graph_digest, graph_from_dict, graph_to_dict, load_graph
 from coinfer.graph import Graph, GraphInput, Node, TensorSpec, coarsen_to_blocks
+from tests.conftest import TOY_CHAIN
 
 ISSUE_EXAMPLE = {"version": 1, "input_bytes": 602112,
                  "nodes": [{"id": "a", "inputs": ["input"], "flops": 1.2e8, "output_bytes": 2.5e6},

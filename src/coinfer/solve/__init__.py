@@ -8,12 +8,14 @@ from coinfer.errors import UserInputError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.solve.baselines import origin_only, server_only
+from coinfer.solve.brute_force import brute_force
 
 Solver = Callable[[Problem], Plan]
 
 SOLVERS: Mapping[str, Solver] = {
     "origin-only": origin_only,
     "server-only": server_only,
+    "brute-force": brute_force,
 }
 
 
