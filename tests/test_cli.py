@@ -122,3 +122,23 @@ def test_yaml_numbers_without_a_dot_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("devices:\n  phone: {flops_per_s: 5e10, origin: true}\n")
     assert load_cluster(path).origin.flops_per_s == 5e10
+
+
+def test_compare_runs_every_named_solver(files, capsys) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    code, doc = run_json(capsys, "compare", str(graph), "--cluster", str(cluster), "--solvers",
+                         "origin-only,server-only,brute-force")
+    assert code == 0
+    by_name = {r["solver"]: r for r in doc["results"]}
+    assert set(by_name) == {"origin-only", "server-only", "brute-force"}
+    # The oracle is at least as good as both baselines (3.0 s on the phone, 1.331 s on the edge).
+    assert by_name["brute-force"]["predicted"]["latency_s"] <= 1.331 + 1e-9
+    assert main(["compare", str(graph), "--cluster", str(cluster), "--solvers", "magic"]) == 2
+    assert "unknown solver 'magic'" in capsys.readouterr().err
+
+
+def test_plot_of_every_cut(files, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    png = tmp_path / "cuts.png"
+    assert main(["plan", str(graph), "--cluster", str(cluster), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

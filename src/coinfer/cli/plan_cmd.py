@@ -27,23 +27,14 @@ def register(sub: Any) -> None:
                        description="Make a plan for MODEL on a cluster, from a hand-written placement or a "
                        "solver, and print its stages, predicted costs and the baselines beside it.")
     add_model_arguments(p)
-    p.add_argument("--cluster", required=True, metavar="FILE|PRESET", help="cluster YAML file or preset name "
-                   "(see 'coinfer presets')")
+    add_problem_arguments(p)
     how = p.add_mutually_exclusive_group()
     how.add_argument("--placement", metavar="PLAN", help="one-line plan such as 'conv1..layer2@phone | "
                      "layer3..fc@edge', or a device name for everything there")
     how.add_argument("--solver", choices=sorted(SOLVERS), help="solver to use (default origin-only)")
-    p.add_argument("--objective", default="latency", help="latency | energy | origin-energy | cost | throughput, "
-                   "or weighted like 'latency=1,energy=0.2' (default latency)")
-    p.add_argument("--deadline-s", type=float, metavar="S", help="latency constraint, in seconds")
-    p.add_argument("--energy-budget-j", type=float, metavar="J", help="energy budget of the origin per request")
-    p.add_argument("--request-rate", type=float, metavar="PER_S", help="check that every device and link "
-                   "keeps up with this many requests per second")
-    p.add_argument("--profile", action="append", default=[], metavar="DEVICE=profile.json",
-                   help="use measured or saved times for a device (repeatable)")
-    p.add_argument("--calibration", metavar="FILE|none", help="roofline calibration (default: this machine's, "
-                   "saved by 'coinfer profile --device local', if any)")
     p.add_argument("-o", "--output", type=Path, metavar="plan.json", help="write the plan here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the predicted latency of every single "
+                   "cut between the origin and a server (Neurosurgeon's figure); with --solver pareto, the front")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(run=run_plan)
 
@@ -54,20 +45,41 @@ def register(sub: Any) -> None:
     c.set_defaults(run=run_cost)
 
 
-def run_plan(args: argparse.Namespace) -> int:
-    graph = graph_from_args(args)
-    cluster = load_cluster(args.cluster)
-    problem = make_problem(
-        graph, cluster, objective=args.objective, deadline_s=args.deadline_s,
+def add_problem_arguments(p: argparse.ArgumentParser) -> None:
+    """The cluster, objective, constraints and node-time sources (shared with `compare`)."""
+    p.add_argument("--cluster", required=True, metavar="FILE|PRESET", help="cluster YAML file or preset name "
+                   "(see 'coinfer presets')")
+    p.add_argument("--objective", default="latency", help="latency | energy | origin-energy | cost | throughput, "
+                   "or weighted like 'latency=1,energy=0.2' (default latency)")
+    p.add_argument("--deadline-s", type=float, metavar="S", help="latency constraint, in seconds")
+    p.add_argument("--energy-budget-j", type=float, metavar="J", help="energy budget of the origin per request")
+    p.add_argument("--request-rate", type=float, metavar="PER_S", help="check that every device and link "
+                   "keeps up with this many requests per second")
+    p.add_argument("--profile", action="append", default=[], metavar="DEVICE=profile.json",
+                   help="use measured or saved times for a device (repeatable)")
+    p.add_argument("--calibration", metavar="FILE|none", help="roofline calibration (default: this machine's, "
+                   "saved by 'coinfer profile --device local', if any)")
+
+
+def problem_from_args(args: argparse.Namespace) -> Problem:
+    """The graph (captured or loaded), the cluster and the flags of `add_problem_arguments`."""
+    return make_problem(
+        graph_from_args(args), load_cluster(args.cluster), objective=args.objective, deadline_s=args.deadline_s,
         origin_energy_budget_j=args.energy_budget_j, request_rate_per_s=args.request_rate,
-        profiles=_profiles(args.profile), calibration=_calibration(args),
+        profiles=profiles_from_args(args.profile), calibration=calibration_from_args(args),
     )
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    problem = problem_from_args(args)
     started = time.perf_counter()
     chosen = plan(problem, placement=args.placement, solver=args.solver)
     solve_time_s = time.perf_counter() - started
     breakdown = evaluate(chosen, problem)
     if args.output:
         save_plan(args.output, chosen, problem, breakdown, solve_time_s)
+    if args.plot:
+        _plot(args.plot, chosen, problem)
     baselines = baseline_plans(problem)
     if args.json:
         doc = plan_json(chosen, problem, breakdown)
@@ -78,8 +90,9 @@ def run_plan(args: argparse.Namespace) -> int:
         print()
         print(comparison_table([*baselines, ("this plan", chosen, breakdown)]))
         print("\nnode times: " + "; ".join(f"{d}: {s}" for d, s in problem.time_sources.items()))
-        if args.output:
-            print(f"wrote {args.output}")
+        for written in (args.output, args.plot):
+            if written:
+                print(f"wrote {written}")
     return _exit_status(breakdown)
 
 
@@ -109,13 +122,26 @@ def baseline_plans(problem: Problem) -> list[tuple[str, Plan, Breakdown]]:
     return rows
 
 
+def _plot(path: Path, chosen: Plan, problem: Problem) -> None:
+    from coinfer import plots
+
+    if chosen.solver == "pareto":
+        from coinfer.solve.pareto import pareto_front
+
+        front = pareto_front(problem)
+        plots.plot_front([(str(k), b) for k, (_, b) in enumerate(front, 1)], path)
+        return
+    used = [d for d in chosen.devices_used if d != problem.origin]
+    plots.plot_cut_latencies(problem, path, server=used[0] if used else None, chosen=chosen)
+
+
 def _exit_status(b: Breakdown) -> int:
     for v in b.violations:
         print(f"coinfer: infeasible plan: {v.message}", file=sys.stderr)
     return 0 if b.feasible else 1
 
 
-def _profiles(pairs: list[str]) -> dict[str, Profile]:
+def profiles_from_args(pairs: list[str]) -> dict[str, Profile]:
     from coinfer.profile.profile_file import load_profile
 
     out: dict[str, Profile] = {}
@@ -127,7 +153,7 @@ def _profiles(pairs: list[str]) -> dict[str, Profile]:
     return out
 
 
-def _calibration(args: argparse.Namespace) -> Calibration | None:
+def calibration_from_args(args: argparse.Namespace) -> Calibration | None:
     from coinfer.profile.calibration_file import default_calibration_path, load_calibration
 
     if args.calibration == "none":

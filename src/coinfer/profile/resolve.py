@@ -59,7 +59,7 @@ def _predicted(graph: Graph, device: Device, calibration: Calibration | None) ->
         from coinfer.profile.catalog import device_spec
 
         profile = predict(graph, device_spec(device.catalog), calibration)
-        tag = "calibrated" if calibration is not None else "default-efficiency"
+        tag = f"calibrated on {', '.join(calibration.fitted_on)}" if calibration is not None else "default efficiencies"
         return dict(profile.node_time_s), f"roofline:{device.catalog} ({tag})"
     return ({n.id: compute_time_s(n.flops, device.flops_per_s) for n in graph.nodes},
             f"flops: {device.flops_per_s:.3g} FLOP/s")

@@ -1,0 +1,102 @@
+"""Figures for papers: Neurosurgeon's per-cut latency bars and the Pareto front.
+
+matplotlib is an optional extra (`pip install 'coinfer[plot]'`); it is imported only here, with
+the non-interactive Agg backend so that figures render on machines without a display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from coinfer.cost import Breakdown, evaluate
+from coinfer.errors import MissingDependencyError, UserInputError
+from coinfer.plan import Plan
+from coinfer.problem import Problem
+
+
+def cut_candidates(problem: Problem, server: str | None = None) -> list[tuple[int, Plan, Breakdown]]:
+    """Every single cut of the topological order between the origin and one server:
+    nodes [0, j) on the origin and [j, N) on the server, for j = 0..N."""
+    servers = [d.name for d in problem.cluster.servers]
+    if not servers:
+        raise UserInputError("the cut figure needs a server besides the origin")
+    target = server or servers[0]
+    if target not in servers:
+        raise UserInputError(f"{target!r} is not a server of this cluster; servers: {', '.join(servers)}")
+    ids = [n.id for n in problem.graph.nodes]
+    out = []
+    for j in range(len(ids) + 1):
+        placement = {nid: problem.origin if k < j else target for k, nid in enumerate(ids)}
+        plan = Plan(problem.graph, placement, "cut")
+        out.append((j, plan, evaluate(plan, problem)))
+    return out
+
+
+def plot_cut_latencies(problem: Problem, path: str | Path, *, server: str | None = None,
+                       chosen: Plan | None = None) -> Path:
+    """Predicted latency of every candidate cut, origin compute / transfer / server compute
+    stacked (the figure of Kang et al., ASPLOS 2017); the chosen plan's cut, if any, is marked."""
+    plt = _pyplot()
+    rows = cut_candidates(problem, server)
+    origin = problem.origin
+    ms = 1e3
+    own = [sum(s.compute_s + s.queueing_s for s in b.stages if s.device == origin) * ms for _, _, b in rows]
+    sent = [b.transfer_s * ms for _, _, b in rows]
+    away = [sum(s.compute_s + s.queueing_s for s in b.stages if s.device != origin) * ms for _, _, b in rows]
+    xs = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(rows)), 3.6))
+    ax.bar(xs, own, label=f"compute on {origin}", color="#4c72b0")
+    ax.bar(xs, sent, bottom=own, label="transfer", color="#dd8452")
+    ax.bar(xs, away, bottom=[a + b for a, b in zip(own, sent, strict=True)],
+           label=f"compute on {rows[0][1].placement[problem.graph.nodes[0].id]}", color="#55a868")
+    best = min(range(len(rows)), key=lambda k: rows[k][2].latency_s)
+    ax.annotate("best", (best, rows[best][2].latency_s * ms), ha="center", va="bottom", fontsize=8)
+    if chosen is not None:
+        for k, (_, plan, _) in enumerate(rows):
+            if plan.placement == chosen.placement:
+                ax.axvline(k, color="black", linestyle=":", linewidth=1)
+    names = ["input", *(n.id for n in problem.graph.nodes)]
+    step = max(1, len(names) // 24)
+    ax.set_xticks(xs[::step], [names[k] for k in xs[::step]], rotation=90, fontsize=6)
+    ax.set_xlabel("cut after node (everything up to it runs on the origin)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{problem.graph.name} on {problem.cluster.name}: latency of each cut")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_front(entries: Sequence[tuple[str, Breakdown]], path: str | Path, *, x: str = "latency_s",
+               y: str = "energy_j") -> Path:
+    """Plans as points on two metrics (default latency against energy), labelled by name."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for name, b in entries:
+        ax.scatter(b.metric(x), b.metric(y), s=18)
+        ax.annotate(name, (b.metric(x), b.metric(y)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title("non-dominated plans")
+    return _save(fig, path)
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError("plots need matplotlib: pip install 'coinfer[plot]'") from None
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
