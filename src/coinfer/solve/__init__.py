@@ -9,12 +9,29 @@ from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.solve.baselines import origin_only, server_only
 from coinfer.solve.brute_force import brute_force
+from coinfer.solve.chain_dp import chain_dp
+from coinfer.solve.dads import dads, dads_throughput
+from coinfer.solve.genetic import genetic
+from coinfer.solve.hpa import hpa
+from coinfer.solve.ilp import ilp
+from coinfer.solve.neurosurgeon import neurosurgeon
+from coinfer.solve.pareto import pareto
+from coinfer.solve.pipeline_dp import pipeline_dp
 
 Solver = Callable[[Problem], Plan]
 
 SOLVERS: Mapping[str, Solver] = {
     "origin-only": origin_only,
     "server-only": server_only,
+    "neurosurgeon": neurosurgeon,
+    "dads": dads,
+    "dads-throughput": dads_throughput,
+    "chain-dp": chain_dp,
+    "ilp": ilp,
+    "hpa": hpa,
+    "pipeline-dp": pipeline_dp,
+    "genetic": genetic,
+    "pareto": pareto,
     "brute-force": brute_force,
 }
 
