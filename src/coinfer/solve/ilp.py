@@ -67,6 +67,9 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: s
     model = build(problem)
     lin = metrics(model)
     objective = _objective(model, lin)
+    # Subnormal coefficients (a price of 1e-313 USD per byte) would overflow the scaling below;
+    # they are zero for any practical purpose.
+    objective[np.abs(objective) < np.finfo(np.float64).tiny] = 0.0
     _limits(model, lin)
     a = csr_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lo), len(model.lb)))
     res = milp(
@@ -140,7 +143,8 @@ def _scale(problem: Problem, objective: np.ndarray, model: MilpModel) -> float:
     refs = [evaluate(all_on(problem.graph, d), problem).objective_value for d in model.devices]
     finite = [r for r in refs if 0 < r < math.inf]
     ref = max(min(finite) if finite else largest, largest * 1e-8)
-    return OBJECTIVE_SCALE / ref if ref > 0 else 1.0
+    scale = OBJECTIVE_SCALE / ref if ref > 0 else 1.0
+    return scale if math.isfinite(scale * largest) else 1.0
 
 
 def _infeasible(problem: Problem, *, timed_out: bool, time_limit_s: float) -> InfeasibleError:
