@@ -144,3 +144,25 @@ def test_memory_forces_offload(toy_problem: Problem) -> None:
     plan = ilp(problem)
     assert plan.placement["b"] == "edge"
     assert evaluate(plan, problem).feasible
+
+
+def test_tiny_energy_budget_found_feasible_without_presolve() -> None:
+    # Found by hypothesis: the origin draws no compute power but 1 W while sending, so only
+    # "everything on the origin" (0 J) meets a 1e-9 J budget. HiGHS's presolve called the scaled
+    # model infeasible; the solver confirms without presolve.
+    from coinfer.api import make_problem
+    from coinfer.cluster import Cluster, Device, Link
+    from coinfer.graph import Graph, GraphInput, Node, TensorSpec
+
+    def node(i: str, ins: tuple[str, ...], out: int) -> Node:
+        return Node(i, ins, 1e6, out, 0)
+
+    graph = Graph("g", (GraphInput("input", TensorSpec(1)),), (
+        node("n0", ("input",), 13), node("n1", ("input",), 1), node("n2", ("n0",), 1),
+        node("n3", ("n0", "n1"), 1), node("n4", ("input",), 1)))
+    devices = (Device("d0", "end", 1e9, price_usd_per_s=6.4e-4, electricity_usd_per_kwh=0.25, origin=True),
+               Device("d1", "edge", 1e9), Device("d2", "edge", 1e9))
+    names = ("d0", "d1", "d2")
+    links = tuple(Link(a, b, 1e5, power_w=1.0 if a == "d0" else 0.0) for a in names for b in names if a != b)
+    problem = make_problem(graph, Cluster("c", devices, links), origin_energy_budget_j=1e-9)
+    assert set(ilp(problem).placement.values()) == {"d0"}

@@ -72,12 +72,15 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: s
     objective[np.abs(objective) < np.finfo(np.float64).tiny] = 0.0
     _limits(model, lin)
     a = csr_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lo), len(model.lb)))
-    res = milp(
-        objective * _scale(problem, objective, model),
-        integrality=np.array(model.integer), bounds=Bounds(model.lb, model.ub),
-        constraints=LinearConstraint(a, model.row_lo, model.row_hi),
-        options={"time_limit": time_limit_s, "mip_rel_gap": 0.0, "disp": DISP},
-    )
+    arguments = {"c": objective * _scale(problem, objective, model), "integrality": np.array(model.integer),
+                 "bounds": Bounds(model.lb, model.ub), "constraints": LinearConstraint(a, model.row_lo, model.row_hi)}
+    options = {"time_limit": time_limit_s, "mip_rel_gap": 0.0, "disp": DISP}
+    res = milp(**arguments, options=options)
+    if res.status == 2:
+        # HiGHS's presolve has been seen to call a feasible model infeasible when a limit row has
+        # large coefficients (an origin energy budget of 1e-9 J scaled to a right-hand side of 1);
+        # confirm without presolve before telling the user there is no plan.
+        res = milp(**arguments, options={**options, "presolve": False})
     if res.x is None:
         raise _infeasible(problem, timed_out=res.status == 1, time_limit_s=time_limit_s)
     placement = {node.id: model.devices[int(np.argmax(res.x[v * len(model.devices):(v + 1) * len(model.devices)]))]
