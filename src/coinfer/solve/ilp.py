@@ -147,7 +147,7 @@ def _scale(problem: Problem, objective: np.ndarray, model: MilpModel) -> float:
     finite = [r for r in refs if 0 < r < math.inf]
     ref = max(min(finite) if finite else largest, largest * 1e-8)
     scale = OBJECTIVE_SCALE / ref if ref > 0 else 1.0
-    return scale if math.isfinite(scale * largest) else 1.0
+    return scale if math.isfinite(scale) and math.isfinite(scale * largest) else 1.0
 
 
 def _infeasible(problem: Problem, *, timed_out: bool, time_limit_s: float) -> InfeasibleError:

@@ -114,7 +114,11 @@ def _range(metric: Metric, costs: list[Breakdown]) -> float:
     """Spread of a metric over the single-device plans (1 when it is flat or infinite)."""
     values = [b.metric(metric) for b in costs if math.isfinite(b.metric(metric))]
     spread = max(values) - min(values) if values else 0.0
-    return spread if spread > 0 else (max(values) if values and max(values) > 0 else 1.0)
+    top = max(values) if values else 0.0
+    # A spread whose reciprocal overflows (subnormal energies) counts as flat, like zero.
+    if spread > 0 and math.isfinite(1.0 / spread):
+        return spread
+    return top if top > 0 and math.isfinite(1.0 / top) else 1.0
 
 
 def _active(c: Constraints) -> str:
