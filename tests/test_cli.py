@@ -64,7 +64,7 @@ def test_plan_table(files, capsys) -> None:  # type: ignore[no-untyped-def]
     assert "latency 3231.00 ms" in text and "origin-only (phone)" in text and "server-only (edge)" in text
 
 
-def test_capture_a_hand_written_graph_is_refused_clearly(files, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_model_that_is_neither_a_file_nor_a_spec(files, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["plan", "nonsense", "--cluster", "phone-edge-cloud"]) == 2
     assert "neither a graph JSON file nor a MODEL spec" in capsys.readouterr().err
 

@@ -19,12 +19,7 @@ from coinfer.problem import Problem
 def cut_candidates(problem: Problem, server: str | None = None) -> list[tuple[int, Plan, Breakdown]]:
     """Every single cut of the topological order between the origin and one server:
     nodes [0, j) on the origin and [j, N) on the server, for j = 0..N."""
-    servers = [d.name for d in problem.cluster.servers]
-    if not servers:
-        raise UserInputError("the cut figure needs a server besides the origin")
-    target = server or servers[0]
-    if target not in servers:
-        raise UserInputError(f"{target!r} is not a server of this cluster; servers: {', '.join(servers)}")
+    target = _server(problem, server)
     ids = [n.id for n in problem.graph.nodes]
     out = []
     for j in range(len(ids) + 1):
@@ -34,12 +29,23 @@ def cut_candidates(problem: Problem, server: str | None = None) -> list[tuple[in
     return out
 
 
+def _server(problem: Problem, server: str | None) -> str:
+    """`server`, checked, or the cluster's first server."""
+    servers = [d.name for d in problem.cluster.servers]
+    if not servers:
+        raise UserInputError("the cut figure needs a server besides the origin")
+    if server is not None and server not in servers:
+        raise UserInputError(f"{server!r} is not a server of this cluster; servers: {', '.join(servers)}")
+    return server or servers[0]
+
+
 def plot_cut_latencies(problem: Problem, path: str | Path, *, server: str | None = None,
                        chosen: Plan | None = None) -> Path:
     """Predicted latency of every candidate cut, origin compute / transfer / server compute
     stacked (the figure of Kang et al., ASPLOS 2017); the chosen plan's cut, if any, is marked."""
     plt = _pyplot()
-    rows = cut_candidates(problem, server)
+    target = _server(problem, server)
+    rows = cut_candidates(problem, target)
     origin = problem.origin
     ms = 1e3
     own = [sum(s.compute_s + s.queueing_s for s in b.stages if s.device == origin) * ms for _, _, b in rows]
@@ -50,7 +56,7 @@ def plot_cut_latencies(problem: Problem, path: str | Path, *, server: str | None
     ax.bar(xs, own, label=f"compute on {origin}", color="#4c72b0")
     ax.bar(xs, sent, bottom=own, label="transfer", color="#dd8452")
     ax.bar(xs, away, bottom=[a + b for a, b in zip(own, sent, strict=True)],
-           label=f"compute on {rows[0][1].placement[problem.graph.nodes[0].id]}", color="#55a868")
+           label=f"compute on {target}", color="#55a868")
     best = min(range(len(rows)), key=lambda k: rows[k][2].latency_s)
     ax.annotate("best", (best, rows[best][2].latency_s * ms), ha="center", va="bottom", fontsize=8)
     if chosen is not None:

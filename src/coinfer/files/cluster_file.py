@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coinfer.cluster import BackgroundLoad, Cluster, Device, Dvfs, Link, Radio
 from coinfer.errors import ClusterFileError, UserInputError
-from coinfer.files.validation import describe
+from coinfer.files.validation import validate
 
 _Probability = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -114,10 +114,7 @@ class ClusterDoc(_Strict):
 
 def cluster_from_dict(doc: Any, where: str | Path = "<cluster>", name: str | None = None) -> Cluster:
     """Validate a cluster document and build the Cluster; errors name `where` and the field."""
-    try:
-        parsed = ClusterDoc.model_validate(doc)
-    except ValidationError as exc:
-        raise ClusterFileError(describe(exc, where)) from None
+    parsed = validate(ClusterDoc, doc, where, ClusterFileError)
     origins = [n for n, d in parsed.devices.items() if d.origin]
     if len(origins) != 1:
         found = f"found {origins}" if origins else "found none"

@@ -18,10 +18,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coinfer.errors import GraphFileError
-from coinfer.files.validation import check_version, describe, read_json
+from coinfer.files.validation import check_version, read_json, validate
 from coinfer.graph import (
     DEFAULT_INPUT_NAME,
     GRAPH_FORMAT_VERSION,
@@ -88,10 +88,7 @@ class GraphDoc(_Strict):
 def graph_from_dict(doc: Any, where: str | Path = "<graph>") -> Graph:
     """Validate a graph document and build the Graph; errors name `where` and the field."""
     check_version(doc, GRAPH_FORMAT_VERSION, where, GraphFileError, "re-capture the model")
-    try:
-        parsed = GraphDoc.model_validate(doc)
-    except ValidationError as exc:
-        raise GraphFileError(describe(exc, where)) from None
+    parsed = validate(GraphDoc, doc, where, GraphFileError)
     if parsed.inputs is not None:
         inputs = tuple(GraphInput(i.name, _spec(i)) for i in parsed.inputs)
     else:

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from coinfer.cost.breakdown import Breakdown
 from coinfer.errors import PlanError
 from coinfer.files.cluster_file import cluster_from_dict, cluster_to_dict
 from coinfer.files.graph_file import graph_from_dict, graph_to_dict
-from coinfer.files.validation import check_version, describe, read_json
+from coinfer.files.validation import check_version, read_json, validate
 from coinfer.plan import Plan
 from coinfer.problem import Constraints, Objective, Problem, parse_objective
 
@@ -74,10 +74,7 @@ def plan_to_dict(plan: Plan, problem: Problem, breakdown: Breakdown | None = Non
 
 def plan_from_dict(doc: Any, where: str | Path = "<plan>") -> tuple[Plan, Problem]:
     check_version(doc, PLAN_FORMAT_VERSION, where, PlanError, "make the plan again")
-    try:
-        parsed = PlanDoc.model_validate(doc)
-    except ValidationError as exc:
-        raise PlanError(describe(exc, where)) from None
+    parsed = validate(PlanDoc, doc, where, PlanError)
     graph = graph_from_dict(parsed.graph, f"{where}: graph")
     cluster = cluster_from_dict(parsed.cluster, f"{where}: cluster")
     unknown = sorted({d for d in parsed.placement.values() if d not in cluster.device_names})

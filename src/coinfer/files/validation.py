@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from coinfer.errors import UserInputError
+
+Schema = TypeVar("Schema", bound=BaseModel)
 
 _HINTS = {
     "extra_forbidden": "remove it or check its spelling against docs/formats.md",
@@ -47,3 +49,11 @@ def check_version(doc: Any, supported: int, where: str | Path, error: type[UserI
     if isinstance(doc, dict) and doc.get("version") not in (None, supported):
         raise error(f"{where}: version {doc.get('version')!r} is not supported; this coinfer reads version "
                     f"{supported} ({fix} or upgrade coinfer)")
+
+
+def validate(schema: type[Schema], doc: Any, where: str | Path, error: type[UserInputError]) -> Schema:
+    """`doc` parsed by `schema`, or `error` listing every problem by file and field."""
+    try:
+        return schema.model_validate(doc)
+    except ValidationError as exc:
+        raise error(describe(exc, where)) from None

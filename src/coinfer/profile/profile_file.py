@@ -18,11 +18,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from coinfer.errors import ProfileError
 from coinfer.files.graph_file import graph_digest
-from coinfer.files.validation import check_version, describe, read_json
+from coinfer.files.validation import check_version, read_json, validate
 from coinfer.graph import Graph
 from coinfer.profile.timings import PROFILE_FORMAT_VERSION, Profile
 
@@ -63,10 +63,7 @@ def profile_to_dict(profile: Profile) -> dict[str, Any]:
 def profile_from_dict(doc: Any, where: str | Path = "<profile>") -> Profile:
     """Validate a profile document; errors name `where` and the offending field."""
     check_version(doc, PROFILE_FORMAT_VERSION, where, ProfileError, "re-profile the graph")
-    try:
-        parsed = ProfileDoc.model_validate(doc)
-    except ValidationError as exc:
-        raise ProfileError(describe(exc, where)) from None
+    parsed = validate(ProfileDoc, doc, where, ProfileError)
     spreads = {k: n.spread_s for k, n in parsed.nodes.items()}
     return Profile(
         parsed.graph_name, parsed.graph_digest, parsed.device, parsed.method,
