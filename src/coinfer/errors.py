@@ -10,9 +10,12 @@ expected, what came, and what to do; the CLI prints them without a traceback.
     │   ├── ClusterFileError               a cluster YAML file (or preset name) that does not validate
     │   ├── PlanError                      a placement that is incomplete or names unknown nodes/devices
     │   ├── ProfileError                   a profile that does not fit the graph or cannot be read
-    │   └── ObjectiveError                 an objective or constraint that cannot be parsed
+    │   ├── ObjectiveError                 an objective or constraint that cannot be parsed
+    │   └── CodecError                     a link codec that cannot be parsed (forms: none, fp16+lz4, int8+zstd)
     ├── CaptureError (RuntimeError)        a model construct that the capture cannot turn into a graph
     ├── InfeasibleError (RuntimeError)     no plan meets the constraints; names the constraint and the gap
+    ├── WireError (ValueError)             a malformed, oversized or unexpected message on the runtime's wire
+    ├── WorkerError (RuntimeError)         a worker is unreachable, refused a deployment, or a stage raised
     └── MissingDependencyError (ImportError)  an optional extra (torch, transformers, onnx) is not installed
 """
 
@@ -51,12 +54,24 @@ class ObjectiveError(UserInputError):
     """An objective or constraint expression that cannot be parsed."""
 
 
+class CodecError(UserInputError):
+    """A link codec that cannot be parsed; the message lists the valid forms."""
+
+
 class CaptureError(CoinferError, RuntimeError):
     """A model construct that cannot be captured; the message names it and a workaround."""
 
 
 class InfeasibleError(CoinferError, RuntimeError):
     """No plan meets the constraints; the message names the constraint and by how much it fails."""
+
+
+class WireError(CoinferError, ValueError):
+    """A message on the runtime's wire that is malformed, too large, or not what the receiver expects."""
+
+
+class WorkerError(CoinferError, RuntimeError):
+    """A worker that is down, refuses a deployment, or whose stage raised; names the worker and node."""
 
 
 class MissingDependencyError(CoinferError, ImportError):

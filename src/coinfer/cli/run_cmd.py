@@ -1,0 +1,217 @@
+"""`coinfer run`: execute a plan on real workers and print measured latency beside the predicted one."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coinfer.cli.common import print_json
+from coinfer.errors import UserInputError
+from coinfer.graph import Graph
+from coinfer.plan import Plan
+from coinfer.problem import Problem
+from coinfer.report import table
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a plan on workers and compare measured with predicted latency",
+                       description="Deploy PLAN (a plan JSON from coinfer plan -o) to workers, send requests, and "
+                       "report measured latency and throughput beside the prediction. --local starts the workers "
+                       "on this machine with the plan's links emulated, and stops them afterwards.")
+    p.add_argument("plan", metavar="PLAN", help="plan JSON file (coinfer plan MODEL --cluster ... -o plan.json)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--local", action="store_true", help="start one worker per device on this machine")
+    where.add_argument("--workers", metavar="NAME=HOST:PORT,...", help="running workers (coinfer worker), by device")
+    add_run_arguments(p)
+    p.add_argument("--input-file", action="append", default=[], metavar="[NAME=]x.npy",
+                   help="model input (default: a seeded random input of the captured shape); NAME= for models "
+                   "with several inputs")
+    p.add_argument("--save-output", metavar="y.npy", help="save the first request's output (.npz if several)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--requests", type=int, default=20, help="requests to time (default 20)")
+    p.add_argument("--in-flight", type=int, default=1, metavar="K", help="requests outstanding at once; K > 1 "
+                   "pipelines them and measures throughput (default 1: latency)")
+    p.add_argument("--verify", action="store_true", help="compare every output with the unpartitioned model")
+    p.add_argument("--emulate", choices=["plan", "off"], default=None,
+                   help="hold each stage for the plan's predicted time on its device (default: plan with "
+                   "--local, off with --workers)")
+    p.add_argument("--shaping", choices=["inproc", "kernel", "none"], default="inproc",
+                   help="link emulation: in the sending worker (default), tc in network namespaces (root; "
+                   "--local only), or none")
+    p.add_argument("--link-trace", action="append", default=[], metavar="SRC->DST=FILE",
+                   help="make a link's bandwidth follow a trace (time_s mbit_per_s lines), e.g. "
+                   "phone->edge=../shared/data/traces/test/norway_bus_1")
+    p.add_argument("--trace-speedup", type=float, default=1.0, help="play traces this many times faster")
+    p.add_argument("--threads", type=int, default=1, help="compute threads per local worker (default 1)")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="give up on a request after this long")
+
+
+def run(args: argparse.Namespace) -> int:
+    from coinfer.files.plan_file import load_plan
+
+    plan, problem = load_plan(args.plan)
+    if args.requests < 1 or args.in_flight < 1:
+        raise UserInputError("--requests and --in-flight must be at least 1")
+    inputs = read_inputs(args.input_file, problem.graph)
+    report = execute(plan, problem, args, inputs)
+    if args.json:
+        print_json(report)
+    else:
+        print(run_report(report))
+    return 0 if report["failed"] == 0 else 1
+
+
+def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Start (or reach) the workers, run, and return the report; shared with the demo."""
+    from coinfer.runtime.client import Client, Outcome
+    from coinfer.runtime.run import RunOptions, run_plan, taking_part
+
+    devices = taking_part(plan, problem)
+    options = RunOptions(
+        requests=args.requests, in_flight=args.in_flight, verify=args.verify, timeout_s=args.timeout_s,
+        emulate=(args.emulate or ("plan" if getattr(args, "local", False) else "off")) == "plan",
+        shaping=args.shaping, traces=read_traces(args.link_trace, args.trace_speedup, problem),
+    )
+    saved: dict[str, np.ndarray] = {}
+
+    with _workers(args, devices, options.shaping, problem) as (endpoint, client_workers, sink_host), \
+            Client(client_workers, sink_host=sink_host) as client, _progress(args.requests) as bar:
+        def done(outcome: Outcome) -> None:
+            bar(1)
+            if outcome.ok and not saved:
+                saved.update(outcome.outputs)
+
+        report = run_plan(plan, problem, client, endpoint, options, inputs, on_done=done)
+    if getattr(args, "save_output", None) and saved:
+        path = Path(args.save_output)
+        if len(saved) == 1:
+            np.save(path, next(iter(saved.values())))
+        else:
+            np.savez(path, **saved)  # type: ignore[arg-type]
+        report["saved_output"] = str(path)
+    return report
+
+
+@contextlib.contextmanager
+def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str,
+             problem: Problem) -> Iterator[tuple[Any, dict[str, str], str]]:
+    from coinfer.runtime.local import LocalWorkers
+
+    if not getattr(args, "local", False):
+        if shaping == "kernel":
+            raise UserInputError("--shaping kernel needs --local (coinfer creates the namespaces itself)")
+        given = parse_workers(args.workers)
+        yield (lambda device, _seen: given[device]), given, "0.0.0.0"
+        return
+    topology_cm: Any = contextlib.nullcontext(None)
+    if shaping == "kernel":
+        from coinfer.runtime.netns import NetnsTopology, ShapedLink, kernel_shaping_unavailable
+
+        reason = kernel_shaping_unavailable()
+        if reason:
+            raise UserInputError(f"--shaping kernel is not possible here: {reason}; use --shaping inproc")
+        links = [ShapedLink(s, t, link.bytes_per_s * 8.0) for s in devices for t in devices
+                 if s != t and (link := problem.cluster.link(s, t)) is not None]
+        topology_cm = NetnsTopology(devices, links)
+    with topology_cm as topology, LocalWorkers(devices, args.threads, topology) as workers:
+        sink_host = "0.0.0.0" if topology is not None else "127.0.0.1"
+        yield workers.endpoint, {d: workers.endpoint(d, None) for d in devices}, sink_host
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Any]:
+    if total < 50 or not sys.stderr.isatty():
+        yield lambda _n: None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield lambda _n: None
+        return
+    with tqdm(total=total, unit="req", file=sys.stderr) as bar:
+        yield bar.update
+
+
+def parse_workers(text: str) -> dict[str, str]:
+    out = {}
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        name, eq, address = item.partition("=")
+        if not eq or ":" not in address:
+            raise UserInputError(f"--workers item {item!r} should look like edge=10.0.0.2:5555")
+        out[name] = address if address.startswith("tcp://") else f"tcp://{address}"
+    return out
+
+
+def read_traces(items: list[str], speedup: float, problem: Problem) -> dict[tuple[str, str], Any]:
+    from coinfer.runtime.shaping import load_trace
+
+    traces = {}
+    for item in items:
+        pair, eq, path = item.partition("=")
+        source, arrow, target = pair.partition("->")
+        if not eq or not arrow:
+            raise UserInputError(f"--link-trace {item!r} should look like phone->edge=path/to/trace")
+        if problem.cluster.link(source, target) is None:
+            raise UserInputError(f"--link-trace {item!r}: the plan's cluster has no link {source} -> {target}")
+        traces[(source, target)] = load_trace(path, speedup)
+    return traces
+
+
+def read_inputs(items: list[str], graph: Graph) -> dict[str, np.ndarray]:
+    from coinfer.runtime.executor import example_inputs
+
+    inputs = example_inputs(graph) if any(gi.spec.shape for gi in graph.inputs) else {}
+    names = [gi.name for gi in graph.inputs]
+    for item in items:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        name = name or names[0]
+        if name not in names:
+            raise UserInputError(f"--input-file {item!r}: the model has no input {name!r}; inputs: {', '.join(names)}")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"--input-file {path}: cannot read it as a .npy array ({exc})") from None
+        spec = graph.inputs[names.index(name)].spec
+        if spec.shape is not None and tuple(array.shape) != spec.shape:
+            raise UserInputError(f"--input-file {path}: shape {list(array.shape)}, but input {name!r} was captured "
+                                 f"with shape {list(spec.shape)}; capture the model with that shape")
+        if spec.dtype is not None and str(array.dtype) != spec.dtype:
+            raise UserInputError(f"--input-file {path}: dtype {array.dtype}, input {name!r} needs {spec.dtype}")
+        inputs[name] = array
+    return inputs
+
+
+def run_report(r: dict[str, Any]) -> str:
+    """The human-readable run report: plan, latency measured vs predicted, stages, verification."""
+    lat, pred = r["latency_s"], r["predicted"]
+    lines = [f"plan: {r['plan']}",
+             f"workers: emulation {r['emulation']}, links {r['shaping']}; {r['requests']} requests, "
+             f"{r['ok']} ok, {r['failed']} failed, {r['in_flight']} in flight"]
+    if lat["p50"] is not None:
+        lines.append(f"latency: measured p50 {lat['p50'] * 1e3:.1f} ms, p95 {lat['p95'] * 1e3:.1f} ms; predicted "
+                     f"{pred['latency_s'] * 1e3:.1f} ms (measured/predicted {r['measured_over_predicted']:.2f})")
+        lines.append(f"throughput: {r['throughput_rps']:.2f} req/s (predicted bottleneck allows "
+                     f"{pred['throughput_rps']:.2f})")
+    rows = [[s["stage"], s["predicted_compute_s"] * 1e3, _ms(s["measured_compute_s"]), _ms(s["held_s"]),
+             s["sent_bytes"] / 1e6] for s in r["stages"]]
+    lines += ["", table(["stage", "predicted ms", "computed ms", "held ms", "sends MB"], rows)]
+    if "max_abs_err" in r:
+        verdict = "bit-identical" if r["bit_identical"] else f"max abs error {r['max_abs_err']:.3g}"
+        lines.append(f"\nverify: outputs vs the unpartitioned model: {verdict} (output scale {r['output_scale']:.3g})")
+    for e in r["errors"][:5]:
+        lines.append(f"error: {e.get('worker', '?')}: {e.get('error')}")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> object:
+    return "-" if value is None else value * 1e3

@@ -1,0 +1,99 @@
+"""One outgoing link of a worker: a thread that owns a ZeroMQ socket to one peer and emulates the link.
+
+Every value a worker sends to a peer goes through that peer's `LinkSender`: it encodes the value
+with the link's codec, asks the `LinkShaper` when the message would arrive over the emulated link,
+waits until then, and sends. One thread per link keeps messages in order, lets transfers overlap
+computation (pipelining), and keeps each ZeroMQ socket in the one thread that uses it, as
+ZeroMQ requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coinfer.runtime import wire
+from coinfer.runtime.shaping import LinkShaper
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass
+class LinkStats:
+    """What went over the link: messages, bytes on the wire and the time each took to deliver."""
+
+    messages: int = 0
+    wire_bytes: int = 0
+    raw_bytes: int = 0
+    delivery_s: list[float] = field(default_factory=list)
+
+
+class LinkSender(threading.Thread):
+    """Sends tensors and JSON messages to one address, in order, over an optional emulated link."""
+
+    def __init__(self, context: Any, address: str, shaper: LinkShaper | None = None, codec: str = "none",
+                 name: str = "link") -> None:
+        super().__init__(name=f"coinfer-{name}", daemon=True)
+        self.context, self.address, self.shaper, self.codec = context, address, shaper, codec
+        self.outbox: queue.Queue[Any] = queue.Queue()
+        self.stats = LinkStats()
+        self.lock = threading.Lock()
+
+    def send_tensor(self, plan_version: int, request_id: int, name: str, array: np.ndarray) -> None:
+        self.outbox.put(("tensor", plan_version, request_id, name, array, time.monotonic()))
+
+    def send_json(self, kind: wire.Kind, body: dict[str, Any], request_id: int = 0, plan_version: int = 0) -> None:
+        self.outbox.put(("json", kind, body, request_id, plan_version, time.monotonic()))
+
+    def stop(self) -> None:
+        self.outbox.put(_STOP)
+
+    def run(self) -> None:
+        import zmq
+
+        socket = self.context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 1000)
+        socket.connect(self.address)
+        try:
+            while (item := self.outbox.get()) is not _STOP:
+                try:
+                    self._deliver(socket, item)
+                except Exception:  # a bad value must not kill the link; the error is logged with its name
+                    log.exception("link to %s: could not send %s", self.address, item[3] if item[0] == "tensor" else "")
+        finally:
+            socket.close()
+
+    def _deliver(self, socket: Any, item: tuple[Any, ...]) -> None:
+        encode_start_s = time.monotonic()
+        if item[0] == "tensor":
+            _, version, request_id, name, array, enqueued_s = item
+            frames = wire.tensor_frames(array, name, request_id, version, self.codec)
+            raw = int(array.nbytes)
+        else:
+            _, kind, body, request_id, version, enqueued_s = item
+            frames = wire.json_frames(kind, body, request_id, version)
+            raw = 0
+        size = sum(memoryview(f).nbytes for f in frames)
+        if self.shaper is not None:
+            # The message is ready when it was handed over plus its encoding time, not when this
+            # thread got to it: a message waiting behind another's propagation delay is already
+            # on the wire (the shaper's free_at keeps the order).
+            ready_s = enqueued_s + (time.monotonic() - encode_start_s)
+            arrive_s = self.shaper.arrival_s(ready_s, size)
+            wait = arrive_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        socket.send_multipart(frames, copy=size < 65536)
+        with self.lock:
+            self.stats.messages += 1
+            self.stats.wire_bytes += size
+            self.stats.raw_bytes += raw
+            self.stats.delivery_s.append(time.monotonic() - enqueued_s)

@@ -1,0 +1,184 @@
+"""Running a plan end to end: deploy to workers, serve requests, verify, and report measured beside predicted.
+
+`run_plan` is what `coinfer run` and the demo call. It works with any workers reachable over TCP;
+`coinfer.runtime.local.LocalWorkers` starts them on this machine. Link emulation follows the
+plan's cluster: `inproc` shapes bandwidth, delay and per-message overhead in the sending worker
+(coinfer.runtime.shaping); `kernel` leaves bandwidth to tc in network namespaces and adds only
+the delay and overhead in-process; `none` sends as fast as the network goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from coinfer.cost import evaluate
+from coinfer.errors import PlanError, WorkerError
+from coinfer.files.plan_file import plan_to_dict
+from coinfer.plan import Plan
+from coinfer.problem import Problem
+from coinfer.report import predicted_block
+from coinfer.runtime.client import Client, Outcome, run_requests
+from coinfer.runtime.shaping import BandwidthTrace
+
+log = logging.getLogger(__name__)
+
+Shaping = Literal["inproc", "kernel", "none"]
+Endpoint = Callable[[str, "str | None"], str]  # (device, seen from device or None=client) -> tcp://...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    requests: int = 10
+    in_flight: int = 1  # requests outstanding at once; above 1 the stages pipeline
+    warmup: int = 1  # requests sent first and not counted (first-call costs)
+    emulate: bool = False  # hold each stage for the plan's predicted time on its device
+    shaping: Shaping = "inproc"
+    traces: Mapping[tuple[str, str], BandwidthTrace] = field(default_factory=dict)
+    verify: bool = False
+    timeout_s: float = 60.0
+    plan_version: int = 1
+    deploy_timeout_s: float = 300.0
+
+
+def taking_part(plan: Plan, problem: Problem) -> tuple[str, ...]:
+    """The devices that compute, plus the origin, which always receives the input and the result."""
+    return tuple(dict.fromkeys([problem.origin, *plan.devices_used]))
+
+
+def deploy_body(plan: Plan, problem: Problem, device: str, endpoint: Endpoint, client_address: str,
+                options: RunOptions, epoch_unix_s: float) -> dict[str, Any]:
+    """The deploy message for the worker playing `device`."""
+    cluster = problem.cluster
+    devices = taking_part(plan, problem)
+    links: dict[str, Any] = {}
+    for target in devices:
+        link = cluster.link(device, target)
+        if target == device or link is None or options.shaping == "none":
+            continue
+        doc: dict[str, Any] = {"latency_s": link.latency_s, "overhead_s": link.overhead_s}
+        if options.shaping == "inproc":
+            doc["bandwidth_bits_per_s"] = link.bytes_per_s * 8.0
+            trace = options.traces.get((device, target))
+            if trace is not None:
+                doc["trace"] = {"start_s": list(trace.start_s), "bits_per_s": list(trace.bits_per_s),
+                                "time_scale": trace.time_scale, "epoch_unix_s": epoch_unix_s}
+        links[target] = doc
+    return {
+        "op": "deploy", "plan_version": options.plan_version, "device": device,
+        "plan": plan_to_dict(plan, problem), "client": client_address, "emulate": options.emulate, "links": links,
+        "peers": {d: endpoint(d, device) for d in devices if d != device},
+    }
+
+
+def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, options: RunOptions) -> dict[str, Any]:
+    """Deploy to every device taking part (the origin always does); their replies by device."""
+    devices = taking_part(plan, problem)
+    missing = [d for d in devices if d not in client.workers]
+    if missing:
+        raise PlanError(f"the plan runs on {', '.join(devices)} but no worker was given for {', '.join(missing)}; "
+                        "pass --workers NAME=HOST:PORT for each, or --local")
+    for (source, target) in [(s, t) for s in devices for t in devices if s != t]:
+        if problem.cluster.link(source, target) is None and _sends(plan, problem, source, target):
+            raise PlanError(f"the plan sends from {source} to {target}, but the cluster has no link between them")
+    for device in devices:  # every worker answers before any is loaded, so a dead one is named at once
+        client.check(device, {"op": "health"}, 10.0)
+    epoch = time.time()
+    replies = {}
+    for device in devices:
+        body = deploy_body(plan, problem, device, endpoint, client.sink_endpoint, options, epoch)
+        replies[device] = client.check(device, body, options.deploy_timeout_s)
+    return replies
+
+
+def _sends(plan: Plan, problem: Problem, source: str, target: str) -> bool:
+    return any(t.source == source and t.target == target for t in evaluate(plan, problem).transfers)
+
+
+def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, options: RunOptions,
+             inputs: Mapping[str, np.ndarray], on_done: Callable[[Outcome], None] | None = None) -> dict[str, Any]:
+    """Deploy, serve `options.requests` requests of `inputs`, and report (the `coinfer run --json` document)."""
+    start = time.perf_counter()
+    replies = deploy(client, plan, problem, endpoint, options)
+    deploy_s = time.perf_counter() - start
+    graph = problem.graph
+    output_names = tuple(replies[problem.origin]["results"])
+    version = options.plan_version
+    if options.warmup:
+        warm = run_requests(client, problem.origin, version, output_names, lambda _: inputs, options.warmup,
+                            1, options.timeout_s, first_id=1_000_000_000)
+        _raise_first_error(warm)
+    start = time.perf_counter()
+    outcomes = run_requests(client, problem.origin, version, output_names, lambda _: inputs, options.requests,
+                            options.in_flight, options.timeout_s, on_done=on_done)
+    elapsed_s = time.perf_counter() - start
+    breakdown = evaluate(plan, problem)
+    report = _summary(outcomes, elapsed_s, breakdown.latency_s)
+    report.update(plan=str(plan), solver=plan.solver, deploy_s=deploy_s, in_flight=options.in_flight,
+                  emulation="plan" if options.emulate else "off", shaping=options.shaping,
+                  predicted=predicted_block(breakdown), stages=_stages(plan, problem, client, replies, version),
+                  errors=[e for o in outcomes for e in o.errors][:10])
+    if options.verify:
+        report.update(_verify(graph, inputs, outcomes))
+    return report
+
+
+def _raise_first_error(outcomes: list[Outcome]) -> None:
+    for o in outcomes:
+        if o.errors:
+            e = o.errors[0]
+            where = f"worker {e['worker']!r}: " if "worker" in e else ""
+            raise WorkerError(f"the first request failed: {where}{e.get('error')}")
+
+
+def _summary(outcomes: list[Outcome], elapsed_s: float, predicted_s: float) -> dict[str, Any]:
+    ok = [o.latency_s for o in outcomes if o.ok and o.latency_s is not None]
+    latency: dict[str, float | None] = {"p50": None, "p95": None, "mean": None}
+    if ok:
+        latency = {"p50": float(np.percentile(ok, 50)), "p95": float(np.percentile(ok, 95)),
+                   "mean": statistics.fmean(ok)}
+    return {
+        "requests": len(outcomes), "ok": len(ok), "failed": len(outcomes) - len(ok), "latency_s": latency,
+        "throughput_rps": len(ok) / elapsed_s if elapsed_s > 0 else None,
+        "measured_over_predicted": (latency["p50"] / predicted_s) if latency["p50"] and predicted_s > 0 else None,
+    }
+
+
+def _stages(plan: Plan, problem: Problem, client: Client, replies: Mapping[str, Any],
+            version: int) -> list[dict[str, Any]]:
+    breakdown = evaluate(plan, problem)
+    measured: dict[int, dict[str, Any]] = {}
+    for device in replies:
+        stats = client.check(device, {"op": "stats", "plan_version": version})
+        measured.update({s["index"]: s for s in stats["stages"]})
+    rows = []
+    for index, (stage, cost) in enumerate(zip(plan.stages, breakdown.stages, strict=True)):
+        m = measured.get(index, {})
+        rows.append({"stage": str(stage), "device": stage.device, "predicted_compute_s": cost.compute_s,
+                     "measured_compute_s": m.get("compute_s"), "held_s": m.get("held_s"),
+                     "emulated_s": m.get("emulated_s"), "runs": m.get("runs", 0), "sent_bytes": cost.sent_bytes})
+    return rows
+
+
+def _verify(graph: Any, inputs: Mapping[str, np.ndarray], outcomes: list[Outcome]) -> dict[str, Any]:
+    from coinfer.runtime.executor import reference_outputs
+
+    reference = reference_outputs(graph, inputs)
+    worst, identical, scale = 0.0, True, 0.0
+    for o in outcomes:
+        for name, ref in reference.items():
+            if name not in o.outputs:
+                continue
+            got = o.outputs[name]
+            identical = identical and got.shape == ref.shape and bool(np.array_equal(got, ref))
+            if got.shape == ref.shape and got.size:
+                worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))))
+            scale = max(scale, float(np.max(np.abs(ref))) if ref.size else 0.0)
+    return {"max_abs_err": worst, "bit_identical": identical, "output_scale": scale,
+            "verified": any(o.outputs for o in outcomes)}

@@ -1,0 +1,111 @@
+"""A worker's per-request bookkeeping: which values have arrived, which stage runs next, what to send.
+
+Pure logic over the route (coinfer.runtime.routing): no sockets, no threads. The worker feeds it
+arrivals and it calls back `send(target, value, array)` for every value another device (or the
+client, target `CLIENT`) must receive, and `run(stage, values)` for every stage whose inputs are
+complete. A device runs its stages in order; a request is done on this device when its stages
+have run and, at the origin, its results have gone to the client.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from coinfer.errors import WireError
+from coinfer.graph import TensorSpec
+from coinfer.runtime.routing import DeviceRoute, RunStage
+
+CLIENT = "<client>"
+REMEMBERED_REQUESTS = 100_000  # finished request ids kept to reject late duplicates, oldest forgotten first
+
+Send = Callable[[str, int, str, np.ndarray], None]  # target, request id, value name, array
+RunStageFn = Callable[[RunStage, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass
+class RequestState:
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    next_stage: int = 0
+    results_sent: set[str] = field(default_factory=set)
+
+
+class RequestEngine:
+    """The state machine of one device under one plan version."""
+
+    def __init__(self, route: DeviceRoute, specs: dict[str, TensorSpec], send: Send, run: RunStageFn) -> None:
+        self.route, self.specs, self.send, self.run = route, specs, send, run
+        self.states: dict[int, RequestState] = {}
+        self.finished: set[int] = set()
+        self._finished_order: deque[int] = deque()
+
+    def arrive(self, request_id: int, name: str, array: np.ndarray) -> bool:
+        """Take one value for a request; runs what became runnable. True when the request is done here.
+
+        Raises WireError for a value this device does not expect, of the wrong shape or dtype, or
+        one that came twice; StageFailure (a WorkerError) when a stage raises.
+        """
+        self._check(request_id, name, array)
+        state = self.states.setdefault(request_id, RequestState())
+        state.values[name] = array
+        try:
+            self._forward(request_id, state, name)
+            self._advance(request_id, state)
+        except Exception:
+            self.drop(request_id)
+            raise
+        if self._done(state):
+            del self.states[request_id]
+            self._remember(request_id)
+            return True
+        return False
+
+    def drop(self, request_id: int) -> None:
+        self.states.pop(request_id, None)
+        self._remember(request_id)
+
+    def _remember(self, request_id: int) -> None:
+        self.finished.add(request_id)
+        self._finished_order.append(request_id)
+        if len(self._finished_order) > REMEMBERED_REQUESTS:
+            self.finished.discard(self._finished_order.popleft())
+
+    def _check(self, request_id: int, name: str, array: np.ndarray) -> None:
+        where = f"device {self.route.device!r}"
+        if name not in self.route.expects:
+            expected = ", ".join(sorted(self.route.expects)[:8]) or "nothing"
+            raise WireError(f"{where} does not expect value {name!r} (it expects {expected})")
+        if request_id in self.finished:
+            raise WireError(f"{where}: request {request_id} is already finished or failed here; value {name!r} dropped")
+        state = self.states.get(request_id)
+        if state is not None and name in state.values:
+            raise WireError(f"{where}: value {name!r} of request {request_id} came twice; the second is dropped")
+        spec = self.specs.get(name)
+        if spec is not None and spec.shape is not None and (
+                tuple(array.shape) != spec.shape or (spec.dtype is not None and str(array.dtype) != spec.dtype)):
+            raise WireError(f"{where}: value {name!r} of request {request_id} is {array.dtype}{list(array.shape)}, "
+                            f"expected {spec.dtype}{list(spec.shape)}")
+
+    def _forward(self, request_id: int, state: RequestState, name: str) -> None:
+        array = state.values[name]
+        for target in self.route.sends.get(name, ()):
+            self.send(target, request_id, name, array)
+        if name in self.route.results and name not in state.results_sent:
+            self.send(CLIENT, request_id, name, array)
+            state.results_sent.add(name)
+
+    def _advance(self, request_id: int, state: RequestState) -> None:
+        stages = self.route.stages
+        while state.next_stage < len(stages) and stages[state.next_stage].needs <= state.values.keys():
+            stage = stages[state.next_stage]
+            produced = self.run(stage, state.values)
+            state.values.update(produced)
+            state.next_stage += 1
+            for name in produced:
+                self._forward(request_id, state, name)
+
+    def _done(self, state: RequestState) -> bool:
+        return state.next_stage == len(self.route.stages) and len(state.results_sent) == len(self.route.results)

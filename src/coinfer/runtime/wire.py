@@ -1,0 +1,190 @@
+"""Frames on the wire: a fixed binary header, then codec metadata, then raw tensor bytes in chunks.
+
+A message is a ZeroMQ multipart message `[header, meta, chunk, chunk, ...]`; nothing on the wire
+is pickled. The header (little-endian, `HEADER`, 34 bytes, then the variable parts) is:
+
+    magic "CNF1" | kind u8 | dtype u8 | ndim u8 | codec length u8 | name length u16 |
+    plan version u32 | request id u64 | payload bytes u64 | meta bytes u32 |
+    shape (ndim x u64) | name (utf-8) | codec (ascii, e.g. "none", "fp16+lz4")
+
+`kind` says what the payload is: a tensor (its bytes, encoded by the codec), a control message or
+an error (both UTF-8 JSON, dtype "none"). The payload travels in chunks of at most
+`CHUNK_BYTES`, so no single frame is larger than that however large the tensor; the receiver
+rejects a message whose declared payload exceeds its limit before decoding anything. Tensors
+with codec "none" go out as zero-copy views of the array's memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+import numpy as np
+
+from coinfer.errors import WireError
+
+MAGIC = b"CNF1"
+HEADER = struct.Struct("<4sBBBBHIQQI")
+CHUNK_BYTES = 8 * 1024 * 1024
+MAX_META_BYTES = 1 << 20
+MAX_NDIM = 16
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 30  # 1 GiB: far above any activation, far below the machine's memory
+
+# Index = wire code; appending keeps old codes valid.
+DTYPES = ("none", "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+class Kind(enum.IntEnum):
+    TENSOR = 1
+    CONTROL = 2
+    ERROR = 3
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: Kind
+    plan_version: int
+    request_id: int
+    name: str
+    dtype: str = "none"
+    shape: tuple[int, ...] = ()
+    codec: str = "none"
+    payload_bytes: int = 0
+    meta_bytes: int = 0
+
+    def describe(self) -> str:
+        return f"{self.kind.name.lower()} {self.name!r} of request {self.request_id} (plan version {self.plan_version})"
+
+
+@dataclass(frozen=True)
+class Message:
+    header: Header
+    meta: memoryview
+    payload: memoryview
+
+
+def pack(header: Header, meta: bytes | memoryview, payload: bytes | memoryview) -> list[bytes | memoryview]:
+    """The frames of one message; `payload` is cut into chunks without copying."""
+    name, codec = header.name.encode(), header.codec.encode("ascii")
+    if len(header.shape) > MAX_NDIM or len(name) > 0xFFFF or len(codec) > 0xFF:
+        raise WireError(f"cannot send {header.describe()}: shape, name or codec too long")
+    view = memoryview(payload).cast("B")
+    fixed = HEADER.pack(MAGIC, header.kind, DTYPES.index(header.dtype), len(header.shape), len(codec), len(name),
+                        header.plan_version, header.request_id, view.nbytes, len(meta))
+    head = fixed + struct.pack(f"<{len(header.shape)}Q", *header.shape) + name + codec
+    chunks = [view[i : i + CHUNK_BYTES] for i in range(0, view.nbytes, CHUNK_BYTES)] or [view]
+    return [head, meta, *chunks]
+
+
+def unpack(frames: Sequence[Any], max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Message:
+    """Parse and check one message; a malformed or oversized one raises WireError saying how."""
+    if len(frames) < 3:
+        raise WireError(f"malformed message: {len(frames)} frame(s), expected a header, a meta frame and a payload")
+    header = read_header(memoryview(frames[0]).tobytes())
+    if header.payload_bytes > max_payload_bytes:
+        raise WireError(f"{header.describe()} declares {header.payload_bytes} payload bytes, over this worker's "
+                        f"limit of {max_payload_bytes}; raise --max-message-bytes or send less")
+    meta = memoryview(frames[1]).cast("B")
+    if meta.nbytes != header.meta_bytes:
+        raise WireError(f"{header.describe()}: meta frame has {meta.nbytes} bytes, header says {header.meta_bytes}")
+    chunks = [memoryview(f).cast("B") for f in frames[2:]]
+    got = sum(c.nbytes for c in chunks)
+    if got != header.payload_bytes:
+        raise WireError(f"{header.describe()}: payload has {got} bytes, header says {header.payload_bytes}")
+    if len(chunks) == 1:
+        payload = chunks[0]
+    else:
+        joined = bytearray(got)
+        at = 0
+        for c in chunks:
+            joined[at : at + c.nbytes] = c
+            at += c.nbytes
+        payload = memoryview(joined)
+    return Message(header, meta, payload)
+
+
+def read_header(raw: bytes) -> Header:
+    if len(raw) < HEADER.size or raw[:4] != MAGIC:
+        raise WireError(f"malformed message: the header does not start with {MAGIC!r} or is shorter than "
+                        f"{HEADER.size} bytes ({len(raw)} bytes came); is the sender a coinfer worker of this version?")
+    _, kind, dtype, ndim, codec_len, name_len, version, request, payload, meta = HEADER.unpack_from(raw)
+    if kind not in Kind._value2member_map_ or dtype >= len(DTYPES) or ndim > MAX_NDIM or meta > MAX_META_BYTES:
+        raise WireError(f"malformed header: kind {kind}, dtype code {dtype}, ndim {ndim}, meta {meta} bytes")
+    end = HEADER.size + 8 * ndim + name_len + codec_len
+    if len(raw) != end:
+        raise WireError(f"malformed header: {len(raw)} bytes, its fields need {end}")
+    shape = struct.unpack_from(f"<{ndim}Q", raw, HEADER.size)
+    at = HEADER.size + 8 * ndim
+    try:
+        name = raw[at : at + name_len].decode()
+        codec = raw[at + name_len : end].decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError("malformed header: the tensor name or codec is not valid text") from None
+    return Header(Kind(kind), version, request, name, DTYPES[dtype], tuple(shape), codec, payload, meta)
+
+
+# -- tensors ------------------------------------------------------------------------------------
+
+
+def tensor_frames(array: np.ndarray, name: str, request_id: int, plan_version: int,
+                  codec: str = "none") -> list[bytes | memoryview]:
+    """The frames carrying `array` (any C-contiguous numpy array of a DTYPES type)."""
+    dtype = str(array.dtype)
+    if dtype not in DTYPES:
+        raise WireError(f"tensor {name!r} has dtype {dtype}, which the wire does not carry; supported: {DTYPES[1:]}")
+    if codec == "none":  # the identity codec, kept here so a plain send never copies
+        meta: bytes | memoryview = b""
+        payload: bytes | memoryview = np.ascontiguousarray(array).data.cast("B")
+    else:
+        from coinfer.codec_model import parse_codec
+        from coinfer.runtime.codec import encode
+
+        encoded = encode(np.ascontiguousarray(array), parse_codec(codec))
+        meta, payload = encoded.meta, encoded.payload
+    header = Header(Kind.TENSOR, plan_version, request_id, name, dtype, tuple(int(d) for d in array.shape), codec)
+    return pack(header, meta, payload)
+
+
+def read_tensor(message: Message) -> np.ndarray:
+    """The array a TENSOR message carries (read-only when it views the received frame)."""
+    h = message.header
+    if h.kind is not Kind.TENSOR or h.dtype == "none":
+        raise WireError(f"{h.describe()} carries no tensor")
+    if h.dtype == "bfloat16":
+        raise WireError(f"{h.describe()} is bfloat16, which numpy cannot hold; send it as float32")
+    if h.codec == "none":
+        expected = prod(h.shape) * np.dtype(h.dtype).itemsize
+        if message.payload.nbytes != expected:
+            raise WireError(f"{h.describe()}: {message.payload.nbytes} payload bytes do not fit shape {list(h.shape)} "
+                            f"of {h.dtype} ({expected} bytes)")
+        return np.frombuffer(message.payload, dtype=h.dtype).reshape(h.shape)
+    from coinfer.codec_model import parse_codec
+    from coinfer.runtime.codec import decode
+
+    return decode(message.meta, message.payload, h.dtype, h.shape, parse_codec(h.codec))
+
+
+# -- control and error messages -----------------------------------------------------------------
+
+
+def json_frames(kind: Kind, body: dict[str, Any], request_id: int = 0, plan_version: int = 0,
+                name: str = "") -> list[bytes | memoryview]:
+    data = json.dumps(body, allow_nan=False, default=str).encode()
+    return pack(Header(kind, plan_version, request_id, name or str(body.get("op", kind.name.lower()))), b"", data)
+
+
+def read_json(message: Message) -> dict[str, Any]:
+    if message.header.kind is Kind.TENSOR:
+        raise WireError(f"{message.header.describe()} is a tensor, not a control message")
+    try:
+        body = json.loads(bytes(message.payload))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"{message.header.describe()}: the JSON body does not parse ({exc})") from None
+    if not isinstance(body, dict):
+        raise WireError(f"{message.header.describe()}: the JSON body is not an object")
+    return body

@@ -1,0 +1,59 @@
+"""Workers for the runtime tests: real processes on loopback, started once and always stopped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("zmq")
+
+from coinfer.api import make_problem  # noqa: E402
+from coinfer.files.cluster_file import cluster_from_dict  # noqa: E402
+from coinfer.plan import Plan, parse_plan  # noqa: E402
+from coinfer.problem import Problem  # noqa: E402
+from coinfer.runtime.local import LocalWorkers  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICES = ("a", "b", "c")
+# Three devices on fast links (the tests check behaviour, not timing): a is the origin.
+THREE: dict[str, Any] = {
+    "devices": {"a": {"flops_per_s": 1e10, "origin": True}, "b": {"flops_per_s": 1e10}, "c": {"flops_per_s": 1e10}},
+    "links": [{"between": [x, y], "bandwidth_bits_per_s": 1e9, "latency_s": 0.0005}
+              for x, y in (("a", "b"), ("b", "c"), ("a", "c"))],
+}
+MAX_MESSAGE_BYTES = 200_000
+
+
+@pytest.fixture(scope="session")
+def workers() -> Iterator[LocalWorkers]:
+    """Workers a, b, c (tiny_models importable; tensors over 200 kB refused)."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), previous) if p)
+    try:
+        with LocalWorkers(DEVICES, extra_args=("--max-message-bytes", str(MAX_MESSAGE_BYTES))) as running:
+            yield running
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+_GRAPHS: dict[str, Any] = {}
+
+
+def tiny_problem(callable_name: str, placement: str) -> tuple[Plan, Problem]:
+    """A plan over a, b, c for a tests/runtime/tiny_models model, e.g. ("cnn", "stem..block@a | ...")."""
+    from coinfer.capture import capture
+
+    spec = f"python:tests.runtime.tiny_models:{callable_name}"
+    if spec not in _GRAPHS:
+        _GRAPHS[spec] = capture(spec)
+    graph = _GRAPHS[spec]
+    problem = make_problem(graph, cluster_from_dict(THREE, "three.yaml"))
+    return parse_plan(placement, graph, DEVICES), problem
