@@ -12,11 +12,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("zmq")
 
-from coinfer.api import make_problem  # noqa: E402
-from coinfer.files.cluster_file import cluster_from_dict  # noqa: E402
-from coinfer.plan import Plan, parse_plan  # noqa: E402
-from coinfer.problem import Problem  # noqa: E402
-from coinfer.runtime.local import LocalWorkers  # noqa: E402
+from coinfer.api import make_problem
+from coinfer.files.cluster_file import cluster_from_dict
+from coinfer.plan import Plan, parse_plan
+from coinfer.problem import Problem
+from coinfer.runtime.local import LocalWorkers
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICES = ("a", "b", "c")

@@ -81,7 +81,7 @@ def test_bad_input_gets_an_error_naming_it_and_the_worker_keeps_serving(workers:
             "unknown tensor": lambda: wire.tensor_frames(good, "no_such_value", 5, 13),
             "unknown version": lambda: wire.tensor_frames(good, "input", 5, 999),
             "garbage": lambda: [b"not a header", b"", b"junk"],
-            "truncated payload": lambda: wire.tensor_frames(good, "input", 5, 13)[:2] + [b"\0" * 10],
+            "truncated payload": lambda: [*wire.tensor_frames(good, "input", 5, 13)[:2], b"\0" * 10],
             "over the size limit": lambda: wire.tensor_frames(np.zeros(MAX_MESSAGE_BYTES, np.float32), "input", 5, 13),
         }[case]()
         error = _expect_error(client, 5, frames, 13)

@@ -12,10 +12,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-from coinfer.cli import capture_cmd, compare_cmd, demo_cmd, info_cmd, plan_cmd, profile_cmd, run_cmd, worker_cmd
+from coinfer.cli import (
+    bench_cmd,
+    capture_cmd,
+    compare_cmd,
+    demo_cmd,
+    info_cmd,
+    plan_cmd,
+    profile_cmd,
+    run_cmd,
+    worker_cmd,
+)
 from coinfer.errors import CoinferError
 
-COMMANDS = (capture_cmd, profile_cmd, plan_cmd, compare_cmd, run_cmd, worker_cmd, info_cmd, demo_cmd)
+COMMANDS = (capture_cmd, profile_cmd, plan_cmd, compare_cmd, run_cmd, worker_cmd, bench_cmd, info_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

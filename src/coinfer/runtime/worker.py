@@ -135,7 +135,8 @@ class Worker:
                 return {"ok": True}
         except (CoinferError, KeyError, TypeError, ValueError) as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        return {"ok": False, "error": f"unknown control op {op!r}; known: health, deploy, stats, cancel, undeploy, shutdown"}
+        known = "health, deploy, stats, cancel, undeploy, shutdown"
+        return {"ok": False, "error": f"unknown control op {op!r}; known: {known}"}
 
     def _deploy(self, body: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
