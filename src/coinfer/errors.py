@@ -14,6 +14,7 @@ expected, what came, and what to do; the CLI prints them without a traceback.
     │   └── CodecError                     a link codec that cannot be parsed (forms: none, fp16+lz4, int8+zstd)
     ├── CaptureError (RuntimeError)        a model construct that the capture cannot turn into a graph
     ├── InfeasibleError (RuntimeError)     no plan meets the constraints; names the constraint and the gap
+    ├── LinkShapingError (RuntimeError)    a namespace, veth or tc command of kernel link shaping failed
     ├── WireError (ValueError)             a malformed, oversized or unexpected message on the runtime's wire
     ├── WorkerError (RuntimeError)         a worker is unreachable, refused a deployment, or a stage raised
     └── MissingDependencyError (ImportError)  an optional extra (torch, transformers, onnx) is not installed
@@ -72,6 +73,10 @@ class WireError(CoinferError, ValueError):
 
 class WorkerError(CoinferError, RuntimeError):
     """A worker that is down, refuses a deployment, or whose stage raised; names the worker and node."""
+
+
+class LinkShapingError(CoinferError, RuntimeError):
+    """Kernel link shaping (network namespaces, veth pairs, tc) failed; names the command and its stderr."""
 
 
 class MissingDependencyError(CoinferError, ImportError):

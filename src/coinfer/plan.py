@@ -14,8 +14,9 @@ are half-open nowhere: both ends are included. Every node must be covered exactl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from coinfer.codec_model import NO_CODEC, Codec
 from coinfer.errors import PlanError
 from coinfer.graph import Graph
 
@@ -39,13 +40,16 @@ class Plan:
 
     `solver` names what produced it (a solver name, or "placement" for a hand-written one);
     `reported_objective` is the objective value the solver believed its plan has (None for a
-    hand-written plan), which tests hold equal to `cost.evaluate`'s.
+    hand-written plan), which tests hold equal to `cost.evaluate`'s. `codecs` maps a directed
+    (source, target) device pair to the codec of that link; a link not listed sends raw bytes.
+    Solvers leave it empty; `cost.evaluate` prices what it lists.
     """
 
     graph: Graph
     placement: Mapping[str, str]
     solver: str = "placement"
     reported_objective: float | None = None
+    codecs: Mapping[tuple[str, str], Codec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [n.id for n in self.graph.nodes if n.id not in self.placement]
@@ -57,6 +61,14 @@ class Plan:
         extra = [k for k in self.placement if k not in self.graph.index]
         if extra:
             raise PlanError(f"the plan places unknown node(s) {extra[:3]}; graph {self.graph.name!r} has no such node")
+        loops = [f"{s}->{t}" for s, t in self.codecs if s == t]
+        if loops:
+            raise PlanError(f"codecs name link(s) {loops} from a device to itself; a codec belongs to a link "
+                            f"between two different devices")
+
+    def codec(self, source: str, target: str) -> Codec:
+        """The codec of the directed link source -> target (`none` unless `codecs` lists it)."""
+        return self.codecs.get((source, target), NO_CODEC)
 
     @property
     def stages(self) -> tuple[Stage, ...]:

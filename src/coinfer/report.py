@@ -17,7 +17,7 @@ def predicted_block(b: Breakdown) -> dict[str, Any]:
         "queueing_s": b.queueing_s, "energy_j": b.energy_j, "origin_energy_j": b.origin_energy_j,
         "energy_by_device_j": dict(b.energy_by_device_j), "cost_usd": b.cost_usd,
         "reliability": b.reliability, "throughput_rps": b.throughput_rps, "bottleneck": b.bottleneck,
-        "cut_bytes": b.cut_bytes, "memory_by_device_bytes": dict(b.memory_by_device_bytes),
+        "cut_bytes": b.cut_bytes, "wire_bytes": b.wire_bytes, "memory_by_device_bytes": dict(b.memory_by_device_bytes),
         "objective": b.objective_value, "feasible": b.feasible,
         "violations": [{"kind": v.kind, "subject": v.subject, "value": v.value, "limit": v.limit,
                         "message": v.message} for v in b.violations],
@@ -51,19 +51,26 @@ def plan_report(plan: Plan, problem: Problem, b: Breakdown) -> str:
     result_hops = [t for t in b.transfers if t.is_result]
     rows: list[list[object]] = []
     for t in input_hops:
-        rows.append(["in", t.source, "", f"model input -> {t.target}", "", "", "", t.size_bytes / 1e6, t.time_s * 1e3])
+        rows.append(["in", t.source, "", f"model input -> {t.target}", "", "", "", t.wire_bytes / 1e6, t.time_s * 1e3])
     for k, (stage, s) in enumerate(zip(plan.stages, b.stages, strict=True), 1):
         members = set(stage.node_ids)
         sends = [t for t in b.transfers if t.tensor in members and not t.is_result]
         span = s.first if s.first == s.last else f"{s.first} .. {s.last}"
         rows.append([k, s.device, s.node_count, span, s.flops / 1e9, s.compute_s * 1e3, s.queueing_s * 1e3,
-                     sum(t.size_bytes for t in sends) / 1e6, sum(t.time_s for t in sends) * 1e3])
+                     sum(t.wire_bytes for t in sends) / 1e6, sum(t.time_s for t in sends) * 1e3])
     for t in result_hops:
-        rows.append(["out", t.source, "", f"result -> {t.target}", "", "", "", t.size_bytes / 1e6, t.time_s * 1e3])
-    head = ["#", "device", "nodes", "nodes (topological order)", "GFLOP", "compute ms", "queue ms", "sends MB",
-            "transfer ms"]
-    lines = [f"plan       {plan}", f"solver     {plan.solver}    objective {problem.objective}", "",
-             table(head, rows), "", totals_line(b)]
+        rows.append(["out", t.source, "", f"result -> {t.target}", "", "", "", t.wire_bytes / 1e6, t.time_s * 1e3])
+    # Without codecs the bytes on the wire are the raw bytes; with them the column says so.
+    head = ["#", "device", "nodes", "nodes (topological order)", "GFLOP", "compute ms", "queue ms",
+            "wire MB" if plan.codecs else "sends MB", "transfer ms"]
+    lines = [f"plan       {plan}", f"solver     {plan.solver}    objective {problem.objective}"]
+    if plan.codecs:
+        lines.append("codecs     " + ", ".join(f"{s}->{t} {c}" for (s, t), c in plan.codecs.items()))
+    lines += ["", table(head, rows), "", totals_line(b)]
+    if plan.codecs:
+        codec_s = sum(t.codec_s for t in b.transfers)
+        lines.append(f"on wire    {b.wire_bytes / 1e6:.3f} MB of {b.cut_bytes / 1e6:.3f} MB raw "
+                     f"(codecs' encode + decode {codec_s * 1e3:.2f} ms, in transfer)")
     for v in b.violations:
         lines.append(f"INFEASIBLE {v.kind}: {v.message}")
     return "\n".join(lines)

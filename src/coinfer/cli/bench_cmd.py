@@ -31,7 +31,8 @@ def run_hop(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"{result['bytes']} bytes, median of {result['repeats']} hops: coinfer {result['coinfer_s'] * 1e3:.3f} ms, "
+        print(f"{result['bytes']} bytes, median of {result['repeats']} hops: "
+              f"coinfer {result['coinfer_s'] * 1e3:.3f} ms, "
               f"raw socket {result['raw_socket_s'] * 1e3:.3f} ms (ratio {result['ratio']:.2f}, "
               f"+{result['added_s'] * 1e3:.3f} ms)")
     return 0

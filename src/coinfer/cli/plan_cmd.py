@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from coinfer.api import make_problem, plan
 from coinfer.cli.common import add_model_arguments, cache_dir, graph_from_args, print_json
+from coinfer.cluster import Cluster
+from coinfer.codec_model import Codec
 from coinfer.cost import Breakdown, evaluate
 from coinfer.errors import UserInputError
 from coinfer.files.cluster_file import load_cluster
-from coinfer.files.plan_file import load_plan, save_plan
+from coinfer.files.plan_file import link_codecs, load_plan, save_plan
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Problem
 from coinfer.profile.analytic import Calibration
@@ -32,6 +36,11 @@ def register(sub: Any) -> None:
     how.add_argument("--placement", metavar="PLAN", help="one-line plan such as 'conv1..layer2@phone | "
                      "layer3..fc@edge', or a device name for everything there")
     how.add_argument("--solver", choices=sorted(SOLVERS), help="solver to use (default origin-only)")
+    p.add_argument("--codec", action="append", default=[], metavar="[SOURCE->TARGET=]CODEC",
+                   help="encode the tensors a link carries: 'fp16+lz4' for every link, or 'phone->edge=int8' "
+                   "for one directed link (repeatable; a link's own --codec wins). Codecs: none, fp16, int8, "
+                   "int8-channel, each optionally +lz4 or +zstd. Solvers place without them; the costs shown "
+                   "(baselines included) count them")
     p.add_argument("-o", "--output", type=Path, metavar="plan.json", help="write the plan here")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the predicted latency of every single "
                    "cut between the origin and a server (Neurosurgeon's figure); with --solver pareto, the front")
@@ -75,12 +84,15 @@ def run_plan(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     chosen = plan(problem, placement=args.placement, solver=args.solver)
     solve_time_s = time.perf_counter() - started
+    codecs = codecs_from_args(args.codec, problem.cluster)
+    if codecs:
+        chosen = replace(chosen, codecs=codecs)
     breakdown = evaluate(chosen, problem)
     if args.output:
         save_plan(args.output, chosen, problem, breakdown, solve_time_s)
     if args.plot:
         _plot(args.plot, chosen, problem)
-    baselines = baseline_plans(problem)
+    baselines = baseline_plans(problem, codecs)
     if args.json:
         doc = plan_json(chosen, problem, breakdown)
         doc.update(solve_time_s=solve_time_s, baselines={name: predicted_block(b) for name, _, b in baselines})
@@ -107,17 +119,33 @@ def run_cost(args: argparse.Namespace) -> int:
 
 
 def plan_json(chosen: Plan, problem: Problem, b: Breakdown) -> dict[str, Any]:
-    return {"plan": str(chosen), "solver": chosen.solver, "objective": str(problem.objective),
-            "placement": {n.id: chosen.placement[n.id] for n in problem.graph.nodes},
-            "predicted": predicted_block(b), "stages": stages_block(b), "time_sources": dict(problem.time_sources)}
+    doc: dict[str, Any] = {"plan": str(chosen), "solver": chosen.solver, "objective": str(problem.objective),
+                           "placement": {n.id: chosen.placement[n.id] for n in problem.graph.nodes}}
+    if chosen.codecs:
+        doc["codecs"] = {f"{s}->{t}": str(c) for (s, t), c in chosen.codecs.items()}
+    doc.update(predicted=predicted_block(b), stages=stages_block(b), time_sources=dict(problem.time_sources))
+    return doc
 
 
-def baseline_plans(problem: Problem) -> list[tuple[str, Plan, Breakdown]]:
-    """All on the origin, then all on each server: the rows every plan is compared with."""
+def codecs_from_args(values: list[str], cluster: Cluster) -> dict[tuple[str, str], Codec]:
+    """`--codec CODEC` (every directed link of the cluster) and `--codec SOURCE->TARGET=CODEC`."""
+    entries: dict[str, str] = {}
+    for value in (v for v in values if "=" not in v):
+        entries.update({f"{lk.source}->{lk.target}": value for lk in cluster.links})
+    for value in (v for v in values if "=" in v):
+        link, _, text = value.partition("=")
+        entries[link.strip()] = text
+    return link_codecs(entries, cluster, "--codec")
+
+
+def baseline_plans(problem: Problem, codecs: Mapping[tuple[str, str], Codec] | None = None,
+                   ) -> list[tuple[str, Plan, Breakdown]]:
+    """All on the origin, then all on each server: the rows every plan is compared with, costed
+    with the same link `codecs` as the plan."""
     rows = []
     for device in [problem.cluster.origin, *problem.cluster.servers]:
         name = f"origin-only ({device.name})" if device.origin else f"server-only ({device.name})"
-        p = all_on(problem.graph, device.name, solver=name.split(" ")[0])
+        p = replace(all_on(problem.graph, device.name, solver=name.split(" ")[0]), codecs=dict(codecs or {}))
         rows.append((name, p, evaluate(p, problem)))
     return rows
 

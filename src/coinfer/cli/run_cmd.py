@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +86,15 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
     )
     saved: dict[str, np.ndarray] = {}
 
-    with _workers(args, devices, options.shaping, problem) as (endpoint, client_workers, sink_host), \
-            Client(client_workers, sink_host=sink_host) as client, _progress(args.requests) as bar:
+    with _workers(args, devices, options.shaping, problem) as site, \
+            Client(site.client_workers, sink_host=site.sink_host) as client, _progress(args.requests) as bar:
         def done(outcome: Outcome) -> None:
             bar(1)
             if outcome.ok and not saved:
                 saved.update(outcome.outputs)
 
-        report = run_plan(plan, problem, client, endpoint, options, inputs, on_done=done)
+        sink = site.client_address(client.sink_port) if site.client_address else None
+        report = run_plan(plan, problem, client, site.endpoint, options, inputs, on_done=done, client_address=sink)
     if getattr(args, "save_output", None) and saved:
         path = Path(args.save_output)
         if len(saved) == 1:
@@ -102,16 +105,27 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
     return report
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where the workers are: how each reaches the others, and how they reach the client's sink."""
+
+    endpoint: Callable[[str, str | None], str]
+    client_workers: dict[str, str]
+    sink_host: str
+    client_address: Callable[[int], Callable[[str], str]] | None = None  # sink port -> device -> tcp://...
+
+
 @contextlib.contextmanager
-def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str,
-             problem: Problem) -> Iterator[tuple[Any, dict[str, str], str]]:
+def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str, problem: Problem) -> Iterator[Site]:
     from coinfer.runtime.local import LocalWorkers
 
     if not getattr(args, "local", False):
         if shaping == "kernel":
             raise UserInputError("--shaping kernel needs --local (coinfer creates the namespaces itself)")
         given = parse_workers(args.workers)
-        yield (lambda device, _seen: given[device]), given, "0.0.0.0"
+        faces = {d: _facing_ip(address) for d, address in given.items()}
+        yield Site(lambda device, _seen: given[device], given, "0.0.0.0",
+                   lambda port: lambda device: f"tcp://{faces[device]}:{port}")
         return
     topology_cm: Any = contextlib.nullcontext(None)
     if shaping == "kernel":
@@ -120,12 +134,29 @@ def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str,
         reason = kernel_shaping_unavailable()
         if reason:
             raise UserInputError(f"--shaping kernel is not possible here: {reason}; use --shaping inproc")
-        links = [ShapedLink(s, t, link.bytes_per_s * 8.0) for s in devices for t in devices
+        from coinfer.runtime.netns import TCP_PAYLOAD_FRACTION
+
+        links = [ShapedLink(s, t, link.bytes_per_s * 8.0 / TCP_PAYLOAD_FRACTION) for s in devices for t in devices
                  if s != t and (link := problem.cluster.link(s, t)) is not None]
         topology_cm = NetnsTopology(devices, links)
     with topology_cm as topology, LocalWorkers(devices, args.threads, topology) as workers:
-        sink_host = "0.0.0.0" if topology is not None else "127.0.0.1"
-        yield workers.endpoint, {d: workers.endpoint(d, None) for d in devices}, sink_host
+        clients = {d: workers.endpoint(d, None) for d in devices}
+        if topology is None:
+            yield Site(workers.endpoint, clients, "127.0.0.1")
+        else:
+            yield Site(workers.endpoint, clients, "0.0.0.0",
+                       lambda port: lambda device: f"tcp://{topology.root_address(device)}:{port}")
+
+
+def _facing_ip(endpoint: str) -> str:
+    """This machine's address on the route to `endpoint` (what a remote worker can connect back to)."""
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))  # UDP connect sends nothing; it only picks the route
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
 
 
 @contextlib.contextmanager

@@ -11,14 +11,26 @@ ConstraintKind = Literal["memory", "deadline", "energy-budget", "capacity", "lin
 
 @dataclass(frozen=True)
 class Transfer:
-    """One hop: the value `tensor` (a node id or graph input) sent from `source` to `target`."""
+    """One hop: the value `tensor` (a node id or graph input) sent from `source` to `target`.
+
+    `size_bytes` is the value's raw size, `wire_bytes` what the link's codec puts on the wire
+    (equal without a codec). `time_s` is the whole hop, `codec_s` of it the codec's encode and
+    decode time.
+    """
 
     tensor: str
     source: str
     target: str
     size_bytes: int
+    wire_bytes: int
     time_s: float
     is_result: bool = False
+    codec_s: float = 0.0
+
+    @property
+    def wire_time_s(self) -> float:
+        """The hop's time on the link itself (without the codec's CPU time)."""
+        return self.time_s - self.codec_s if self.codec_s else self.time_s
 
 
 @dataclass(frozen=True)
@@ -84,8 +96,13 @@ class Breakdown:
 
     @property
     def cut_bytes(self) -> int:
-        """Bytes that cross between devices, the result's return included."""
+        """Bytes that cross between devices, the result's return included (raw, before codecs)."""
         return sum(t.size_bytes for t in self.transfers)
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes on the wire between devices: `cut_bytes` after each link's codec."""
+        return sum(t.wire_bytes for t in self.transfers)
 
     def metric(self, name: str) -> float:
         value = getattr(self, name)

@@ -7,9 +7,13 @@ Model (REFERENCE section 1, the survey's unified model; choices where it is sile
   that reads it, however many nodes there read it (DADS); each send is one message over the
   direct link, and the model's outputs return to the origin.
 - Queueing: each loaded device a request computes on adds its time in system once.
+- Codecs (ours): a hop over a link with a codec (`plan.codecs`) sends `wire_bytes` of each of the
+  value's tensors (`coinfer.codec_model`) and adds the codec's encode + decode time to the hop;
+  the link stays busy for the whole hop (a link's sender encodes, sends, and the receiver decodes).
 - Energy: each device's busy power times its compute time, plus the sender's transmit power times
-  each transfer time. Money: per-second device and link prices, per-byte link prices, and
-  electricity priced per kWh.
+  each transfer's time on the wire (codec time excluded: it is CPU work, not radio time). Money:
+  per-second device and link prices (link time on the wire), per-byte link prices (bytes on the
+  wire), and electricity priced per kWh.
 - Reliability: every device that computes, and every directed link that carries data (the
   result's return included), must not fail: the product of their (1 - p).
 - Memory of a device: parameters of its nodes plus the largest working set (inputs + output) of
@@ -24,9 +28,11 @@ import math
 from collections import defaultdict
 from dataclasses import replace
 
+from coinfer.codec_model import NO_CODEC, codec_time_s, effective_codec, wire_bytes
 from coinfer.cost import terms
 from coinfer.cost.breakdown import Breakdown, StageCost, Transfer, Violation
 from coinfer.cost.constraints import violations
+from coinfer.graph import Graph, TensorSpec
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 
@@ -46,9 +52,9 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
     cost_usd = 0.0
     for t in transfers:
         link = cluster.link(t.source, t.target)
-        energy[t.source] += terms.transmit_energy_j(link, t.time_s)
+        energy[t.source] += terms.transmit_energy_j(link, t.wire_time_s)
         link_busy_s[(t.source, t.target)] += t.time_s
-        cost_usd += terms.link_cost_usd(link, t.time_s, t.size_bytes)
+        cost_usd += terms.link_cost_usd(link, t.wire_time_s, t.wire_bytes)
     for d in cluster.devices:
         cost_usd += terms.device_cost_usd(d, busy_s.get(d.name, 0.0), energy[d.name])
     compute_s = sum(busy_s.values())
@@ -90,10 +96,10 @@ def list_transfers(plan: Plan, problem: Problem) -> list[Transfer]:
         readers = dict.fromkeys(where[c] for c in graph.consumers[value])
         for target in readers:
             if target != where[value]:
-                hops.append(_hop(problem, value, where[value], target, is_result=False))
+                hops.append(_hop(plan, problem, value, where[value], target, is_result=False))
     for out in graph.outputs:
         if where[out] != origin:
-            hops.append(_hop(problem, out, where[out], origin, is_result=True))
+            hops.append(_hop(plan, problem, out, where[out], origin, is_result=True))
     return hops
 
 
@@ -109,10 +115,26 @@ def memory_need_bytes(plan: Plan, problem: Problem) -> dict[str, int]:
     return {d: params[d] + working[d] for d in params}
 
 
-def _hop(problem: Problem, value: str, source: str, target: str, *, is_result: bool) -> Transfer:
+def _hop(plan: Plan, problem: Problem, value: str, source: str, target: str, *, is_result: bool) -> Transfer:
     size = problem.graph.tensor_bytes(value)
-    time_s = terms.transfer_time_s(problem.cluster.link(source, target), size)
-    return Transfer(value, source, target, size, time_s, is_result)
+    link = problem.cluster.link(source, target)
+    codec = plan.codec(source, target)
+    if codec == NO_CODEC:
+        return Transfer(value, source, target, size, size, terms.transfer_time_s(link, size), is_result)
+    specs = value_specs(problem.graph, value)
+    wire = sum(wire_bytes(codec, spec) for spec in specs)
+    codec_s = sum(codec_time_s(effective_codec(codec, spec.dtype), spec.size_bytes) for spec in specs)
+    time_s = terms.transfer_time_s(link, wire, codec_s)
+    return Transfer(value, source, target, size, wire, time_s, is_result, codec_s)
+
+
+def value_specs(graph: Graph, value: str) -> tuple[TensorSpec, ...]:
+    """The tensors of a value: a node's `outputs` (one float32 tensor of `output_bytes` when the graph
+    does not list them), or a graph input's spec."""
+    if value in graph.input_names:
+        return tuple(i.spec for i in graph.inputs if i.name == value)
+    node = graph.node(value)
+    return node.outputs or (TensorSpec(node.output_bytes),)
 
 
 def _stage_costs(plan: Plan, problem: Problem, transfers: list[Transfer],

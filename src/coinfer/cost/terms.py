@@ -18,15 +18,17 @@ def compute_time_s(flops: float, flops_per_s: float) -> float:
     return flops / flops_per_s
 
 
-def transfer_time_s(link: Link | None, size_bytes: float) -> float:
-    """One message over one hop: latency + per-message overhead + size / bandwidth.
+def transfer_time_s(link: Link | None, size_bytes: float, codec_s: float = 0.0) -> float:
+    """One message over one hop: latency + per-message overhead + size / bandwidth + codec time.
 
-    No link means the devices cannot talk: the time is infinite so that solvers avoid the
-    placement by arithmetic instead of special cases.
+    `size_bytes` is what goes on the wire (after the link's codec, if any) and `codec_s` the
+    codec's encode + decode time (`coinfer.codec_model.codec_time_s`; 0 without a codec). No link
+    means the devices cannot talk: the time is infinite so that solvers avoid the placement by
+    arithmetic instead of special cases.
     """
     if link is None:
         return math.inf
-    return link.latency_s + link.overhead_s + size_bytes / link.bytes_per_s
+    return link.latency_s + link.overhead_s + size_bytes / link.bytes_per_s + codec_s
 
 
 def queueing_time_s(load: BackgroundLoad | None) -> float:

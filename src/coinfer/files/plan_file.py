@@ -3,19 +3,23 @@
 A plan file is self-contained so that `coinfer cost plan.json` (and later the runtime) needs
 nothing else: it embeds the graph, the cluster, the node times per device (and where they came
 from), the objective and the constraints. `placement` is the part meant for hand-editing; `plan`
-repeats it in the one-line form and `predicted` is informative (recomputed on load).
+repeats it in the one-line form and `predicted` is informative (recomputed on load). `codecs`
+(optional) maps directed links, written `"source->target"`, to codec text such as `"fp16+lz4"`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from coinfer.cluster import Cluster
+from coinfer.codec_model import Codec, parse_codec
 from coinfer.cost.breakdown import Breakdown
-from coinfer.errors import PlanError
+from coinfer.errors import CodecError, PlanError
 from coinfer.files.cluster_file import cluster_from_dict, cluster_to_dict
 from coinfer.files.graph_file import graph_from_dict, graph_to_dict
 from coinfer.files.validation import check_version, read_json, validate
@@ -38,6 +42,7 @@ class PlanDoc(BaseModel):
     plan: str = ""
     solver: str = "placement"
     placement: dict[str, str]
+    codecs: dict[str, str] = {}
     objective: str = "latency"
     constraints: ConstraintsDoc = ConstraintsDoc()
     predicted: dict[str, Any] = {}
@@ -58,6 +63,7 @@ def plan_to_dict(plan: Plan, problem: Problem, breakdown: Breakdown | None = Non
         "plan": str(plan),
         "solver": plan.solver,
         "placement": {n.id: plan.placement[n.id] for n in problem.graph.nodes},
+        **({"codecs": {f"{s}->{t}": str(c) for (s, t), c in plan.codecs.items()}} if plan.codecs else {}),
         "objective": str(problem.objective),
         "constraints": {"deadline_s": c.deadline_s, "origin_energy_budget_j": c.origin_energy_budget_j,
                         "request_rate_per_s": c.request_rate_per_s},
@@ -81,15 +87,40 @@ def plan_from_dict(doc: Any, where: str | Path = "<plan>") -> tuple[Plan, Proble
     if unknown:
         raise PlanError(f"{where}: placement names unknown device(s) {unknown}; devices: "
                         f"{', '.join(cluster.device_names)}")
+    codecs = link_codecs(parsed.codecs, cluster, f"{where}: field 'codecs'")
     c = parsed.constraints
     problem = Problem(graph, cluster, parsed.node_time_s, parse_objective(parsed.objective) if parsed.objective
                       else Objective(), Constraints(c.deadline_s, c.origin_energy_budget_j, c.request_rate_per_s),
                       parsed.time_sources)
     try:
-        plan = Plan(graph, parsed.placement, parsed.solver)
+        plan = Plan(graph, parsed.placement, parsed.solver, codecs=codecs)
     except PlanError as exc:
         raise PlanError(f"{where}: {exc}") from None
     return plan, problem
+
+
+def link_codecs(entries: Mapping[str, str], cluster: Cluster, where: str) -> dict[tuple[str, str], Codec]:
+    """Codecs keyed by directed link from `{"source->target": "codec text"}` (a plan file's `codecs`,
+    or the CLI's `--codec`); `where` names the file and field (or flag) for the error messages."""
+    codecs: dict[tuple[str, str], Codec] = {}
+    for key, text in entries.items():
+        source, arrow, target = (part.strip() for part in key.partition("->"))
+        if not arrow or not source or not target:
+            raise PlanError(f"{where}: link {key!r} should look like 'source->target', e.g. "
+                            f"'{cluster.origin.name}->{(cluster.servers or (cluster.origin,))[0].name}'")
+        unknown = [d for d in (source, target) if d not in cluster.device_names]
+        if unknown:
+            raise PlanError(f"{where}: link {key!r} names unknown device(s) {unknown}; devices: "
+                            f"{', '.join(cluster.device_names)}")
+        if cluster.link(source, target) is None:
+            links = ", ".join(f"{lk.source}->{lk.target}" for lk in cluster.links)
+            raise PlanError(f"{where}: cluster {cluster.name!r} has no link {source}->{target}, so it has no codec to "
+                            f"set; links: {links or 'none'}")
+        try:
+            codecs[(source, target)] = parse_codec(text)
+        except CodecError as exc:
+            raise CodecError(f"{where}: link {key!r}: {exc}") from None
+    return codecs
 
 
 def save_plan(path: str | Path, plan: Plan, problem: Problem, breakdown: Breakdown | None = None,

@@ -52,6 +52,7 @@ class Client:
         self.sink.setsockopt(zmq.LINGER, 0)
         self.sink.bind(f"tcp://{sink_host}:0")
         self.sink_endpoint: str = self.sink.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.sink_port = int(self.sink_endpoint.rsplit(":", 1)[1])
         self.control: dict[str, Any] = {}
         for device, endpoint in self.workers.items():
             sock = self.context.socket(zmq.DEALER)

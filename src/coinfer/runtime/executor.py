@@ -9,7 +9,7 @@ failing op by the coinfer node that owns it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -55,8 +55,9 @@ def executor_for(graph: Graph, threads: int) -> Executor:
     return TorchExecutor(graph, threads)
 
 
-def reference_outputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The unpartitioned model's outputs on `inputs`, by graph output value (for --verify)."""
+def reference_outputs(graph: Graph, inputs: Mapping[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:
+    """The unpartitioned model's outputs on `inputs`, by graph output value (for --verify), computed
+    with the workers' thread count."""
     if graph.source is None:
         raise PlanError(f"graph {graph.name!r} has no model source, so there is no model to verify against")
     if graph.source.spec.startswith("onnx:"):
@@ -65,7 +66,7 @@ def reference_outputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[st
         return onnx_reference(graph, inputs)
     from coinfer.runtime.torch_executor import torch_reference
 
-    return torch_reference(graph, inputs)
+    return torch_reference(graph, inputs, threads)
 
 
 def example_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
@@ -85,5 +86,3 @@ def example_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def as_numpy(value: Any) -> np.ndarray:
-    return value if isinstance(value, np.ndarray) else np.asarray(value)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 Shaping = Literal["inproc", "kernel", "none"]
 Endpoint = Callable[[str, "str | None"], str]  # (device, seen from device or None=client) -> tcp://...
+ClientAddress = Callable[[str], str]  # device -> how that device's worker reaches the client's sink
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,12 @@ def deploy_body(plan: Plan, problem: Problem, device: str, endpoint: Endpoint, c
     }
 
 
-def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, options: RunOptions) -> dict[str, Any]:
-    """Deploy to every device taking part (the origin always does); their replies by device."""
+def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, options: RunOptions,
+           client_address: ClientAddress | None = None) -> dict[str, Any]:
+    """Deploy to every device taking part (the origin always does); their replies by device.
+
+    `client_address` says how each worker reaches the client (default: the sink's own endpoint,
+    right when everything runs on this machine's loopback)."""
     devices = taking_part(plan, problem)
     missing = [d for d in devices if d not in client.workers]
     if missing:
@@ -87,13 +92,14 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
     for (source, target) in [(s, t) for s in devices for t in devices if s != t]:
         if problem.cluster.link(source, target) is None and _sends(plan, problem, source, target):
             raise PlanError(f"the plan sends from {source} to {target}, but the cluster has no link between them")
-    for device in devices:  # every worker answers before any is loaded, so a dead one is named at once
-        client.check(device, {"op": "health"}, 10.0)
+    # every worker answers before any is loaded, so a dead one is named at once
+    health = {device: client.check(device, {"op": "health"}, 10.0) for device in devices}
     epoch = time.time()
     replies = {}
     for device in devices:
-        body = deploy_body(plan, problem, device, endpoint, client.sink_endpoint, options, epoch)
-        replies[device] = client.check(device, body, options.deploy_timeout_s)
+        sink = client_address(device) if client_address is not None else client.sink_endpoint
+        body = deploy_body(plan, problem, device, endpoint, sink, options, epoch)
+        replies[device] = {**client.check(device, body, options.deploy_timeout_s), "threads": health[device]["threads"]}
     return replies
 
 
@@ -102,10 +108,11 @@ def _sends(plan: Plan, problem: Problem, source: str, target: str) -> bool:
 
 
 def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, options: RunOptions,
-             inputs: Mapping[str, np.ndarray], on_done: Callable[[Outcome], None] | None = None) -> dict[str, Any]:
+             inputs: Mapping[str, np.ndarray], on_done: Callable[[Outcome], None] | None = None,
+             client_address: ClientAddress | None = None) -> dict[str, Any]:
     """Deploy, serve `options.requests` requests of `inputs`, and report (the `coinfer run --json` document)."""
     start = time.perf_counter()
-    replies = deploy(client, plan, problem, endpoint, options)
+    replies = deploy(client, plan, problem, endpoint, options, client_address)
     deploy_s = time.perf_counter() - start
     graph = problem.graph
     output_names = tuple(replies[problem.origin]["results"])
@@ -125,7 +132,7 @@ def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, o
                   predicted=predicted_block(breakdown), stages=_stages(plan, problem, client, replies, version),
                   errors=[e for o in outcomes for e in o.errors][:10])
     if options.verify:
-        report.update(_verify(graph, inputs, outcomes))
+        report.update(_verify(graph, inputs, outcomes, int(replies[problem.origin]["threads"])))
     return report
 
 
@@ -166,10 +173,10 @@ def _stages(plan: Plan, problem: Problem, client: Client, replies: Mapping[str, 
     return rows
 
 
-def _verify(graph: Any, inputs: Mapping[str, np.ndarray], outcomes: list[Outcome]) -> dict[str, Any]:
+def _verify(graph: Any, inputs: Mapping[str, np.ndarray], outcomes: list[Outcome], threads: int) -> dict[str, Any]:
     from coinfer.runtime.executor import reference_outputs
 
-    reference = reference_outputs(graph, inputs)
+    reference = reference_outputs(graph, inputs, threads)
     worst, identical, scale = 0.0, True, 0.0
     for o in outcomes:
         for name, ref in reference.items():

@@ -94,14 +94,23 @@ class TorchExecutor:
         return {v: _to_numpy(local[v], v) for v in stage.keep}
 
 
-def torch_reference(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The eager model's outputs on `inputs`, keyed like the program's output values."""
+def torch_reference(graph: Graph, inputs: Mapping[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:
+    """The eager model's outputs on `inputs`, keyed like the program's output values.
+
+    Run with the workers' thread count: CPU kernels split reductions by thread, so the same model
+    on the same input differs in the last bits between thread counts.
+    """
     assert graph.source is not None
     torch = require("torch", "the runtime")
     model, _ = build_model(graph.source)
     args = [torch.from_numpy(np.array(inputs[gi.name])) for gi in graph.inputs]
-    with torch.inference_mode():
-        flat = _flatten(model(*args))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            flat = _flatten(model(*args))
+    finally:
+        torch.set_num_threads(previous)
     wanted = list(load_program(graph.source).graph_signature.user_outputs)
     if len(flat) != len(wanted):
         raise StageFailure("output", "reference", ValueError(f"the eager model returned {len(flat)} tensors, "

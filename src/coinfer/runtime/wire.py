@@ -86,6 +86,14 @@ def unpack(frames: Sequence[Any], max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_B
     if len(frames) < 3:
         raise WireError(f"malformed message: {len(frames)} frame(s), expected a header, a meta frame and a payload")
     header = read_header(memoryview(frames[0]).tobytes())
+    try:
+        return _body(header, frames, max_payload_bytes)
+    except WireError as exc:
+        exc.header = header  # type: ignore[attr-defined]  # lets the receiver name the request
+        raise
+
+
+def _body(header: Header, frames: Sequence[Any], max_payload_bytes: int) -> Message:
     if header.payload_bytes > max_payload_bytes:
         raise WireError(f"{header.describe()} declares {header.payload_bytes} payload bytes, over this worker's "
                         f"limit of {max_payload_bytes}; raise --max-message-bytes or send less")
@@ -166,7 +174,11 @@ def read_tensor(message: Message) -> np.ndarray:
     from coinfer.codec_model import parse_codec
     from coinfer.runtime.codec import decode
 
-    return decode(message.meta, message.payload, h.dtype, h.shape, parse_codec(h.codec))
+    try:
+        return decode(message.meta, message.payload, h.dtype, h.shape, parse_codec(h.codec))
+    except WireError as exc:
+        exc.header = h  # type: ignore[attr-defined]
+        raise
 
 
 # -- control and error messages -----------------------------------------------------------------

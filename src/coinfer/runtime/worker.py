@@ -111,8 +111,12 @@ class Worker:
                 body = wire.read_json(message)
                 reply = self._control(body)
                 self.router.send_multipart([identity, *wire.json_frames(wire.Kind.CONTROL, reply)])
-        except WireError as exc:
-            self._report(str(exc))
+        except (WireError, CoinferError) as exc:  # CodecError for an unknown codec name in a header
+            header = getattr(exc, "header", None)
+            if header is None:
+                self._report(str(exc))
+            else:
+                self._report(str(exc), header.request_id, header.plan_version)
 
     def _control(self, body: dict[str, Any]) -> dict[str, Any]:
         op = body.get("op")

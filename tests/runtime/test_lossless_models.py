@@ -1,0 +1,92 @@
+"""Real models cut inside their DAG structure, run on three worker processes, equal to the unpartitioned model.
+
+Each plan sends the request a -> b -> c -> a, with each cut placed where at least two tensors cross
+it when the model has such a place near there (inside a residual block, between inception branches,
+across attention's skip connections).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coinfer.api import make_problem
+from coinfer.capture import capture
+from coinfer.files.cluster_file import cluster_from_dict
+from coinfer.graph import Graph
+from coinfer.plan import Plan
+from coinfer.runtime.client import Client
+from coinfer.runtime.executor import example_inputs
+from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.run import RunOptions, run_plan
+from tests.runtime.conftest import DEVICES, THREE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[LocalWorkers]:
+    """Workers a, b, c with the default message limit (real activations are megabytes)."""
+    with LocalWorkers(DEVICES) as running:
+        yield running
+
+MODELS = ["torchvision:resnet50", "torchvision:googlenet", "torchvision:densenet121",
+          "torchvision:mobilenet_v3_large", "torchvision:vit_b_16", "torchvision:swin_t", "hf:gpt2"]
+
+
+def crossing_values(graph: Graph, k: int) -> int:
+    """How many values made before position k are read at or after it."""
+    before = {n.id for n in graph.nodes[:k]} | graph.input_names
+    return len({i for n in graph.nodes[k:] for i in n.inputs if i in before})
+
+
+def cut_near(graph: Graph, fraction: float) -> int:
+    target = int(len(graph.nodes) * fraction)
+    window = range(max(1, target - 15), min(len(graph.nodes) - 1, target + 15))
+    return max(window, key=lambda k: (min(crossing_values(graph, k), 2), -abs(k - target)))
+
+
+def hopping_plan(graph: Graph) -> Plan:
+    k1, k2, k3 = (cut_near(graph, f) for f in (0.25, 0.5, 0.75))
+    devices = ["a"] * k1 + ["b"] * (k2 - k1) + ["c"] * (k3 - k2) + ["a"] * (len(graph.nodes) - k3)
+    return Plan(graph, {n.id: d for n, d in zip(graph.nodes, devices, strict=True)})
+
+
+def run_and_verify(graph: Graph, workers: LocalWorkers, version: int) -> dict:
+    plan = hopping_plan(graph)
+    problem = make_problem(graph, cluster_from_dict(THREE, "three.yaml"))
+    with Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=30) as client:
+        options = RunOptions(requests=2, verify=True, shaping="none", plan_version=version, timeout_s=120)
+        return run_plan(plan, problem, client, workers.endpoint, options, example_inputs(graph, seed=1))
+
+
+def assert_lossless(report: dict) -> None:
+    assert report["ok"] == 2 and report["verified"], report["errors"]
+    # bit-identical where the kernels are deterministic; else within 1e-5 of the output's scale
+    assert report["bit_identical"] or report["max_abs_err"] <= 1e-5 * report["output_scale"], report
+
+
+@pytest.mark.parametrize("spec", MODELS)
+def test_models_cut_inside_their_dags_match_the_unpartitioned_model(spec: str, workers: LocalWorkers) -> None:
+    graph = capture(spec, layers=2, seq_len=32) if spec.startswith("hf:") else capture(spec)
+    plan = hopping_plan(graph)
+    assert len(plan.stages) == 4
+    assert any(crossing_values(graph, graph.index[s.node_ids[0]]) >= 2 for s in plan.stages[1:]), \
+        "no cut falls inside a DAG structure"
+    assert_lossless(run_and_verify(graph, workers, 100 + MODELS.index(spec)))
+
+
+def test_an_onnx_model_runs_its_partitions_in_onnxruntime(workers: LocalWorkers, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.onnx"
+    torch.onnx.export(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 224, 224),), str(path), dynamo=True)
+    graph = capture(f"onnx:{path}")
+    report = run_and_verify(graph, workers, 200)
+    assert_lossless(report)
+    assert np.isfinite(report["max_abs_err"])

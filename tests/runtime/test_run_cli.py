@@ -1,0 +1,105 @@
+"""`coinfer run`, `coinfer worker` and `coinfer bench hop` from the command line, on real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from coinfer.cli import main
+from coinfer.runtime.netns import kernel_shaping_unavailable
+from tests.runtime.conftest import REPO, THREE
+
+PLACEMENT = "stem..add@a | left..head@b"
+
+
+@pytest.fixture
+def plan_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the workers import tests.runtime.tiny_models
+    cluster = tmp_path / "three.yaml"
+    cluster.write_text(yaml.safe_dump(THREE))
+    out = tmp_path / "plan.json"
+    code = main(["plan", "python:tests.runtime.tiny_models:cnn", "--cluster", str(cluster), "--placement", PLACEMENT,
+                 "-o", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    return out
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code = main(["run", *argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_run_local_prints_measured_beside_predicted_and_verifies(plan_file, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    x = np.random.default_rng(5).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, doc = _run(capsys, str(plan_file), "--local", "--requests", "4", "--in-flight", "2", "--verify",
+                     "--input-file", str(tmp_path / "x.npy"), "--save-output", str(tmp_path / "y.npy"))
+    assert code == 0
+    assert doc["requests"] == 4 and doc["ok"] == 4 and doc["failed"] == 0
+    assert set(doc["latency_s"]) == {"p50", "p95", "mean"} and doc["throughput_rps"] > 0
+    assert doc["plan"] == PLACEMENT
+    assert doc["predicted"]["latency_s"] > 0 and len(doc["stages"]) == 2
+    assert doc["bit_identical"] and doc["max_abs_err"] == 0.0 and doc["emulation"] == "plan"
+    assert np.load(tmp_path / "y.npy").shape == (1, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(kernel_shaping_unavailable() is not None, reason=str(kernel_shaping_unavailable()))
+def test_run_local_with_kernel_shaping_runs_workers_in_namespaces(plan_file, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, doc = _run(capsys, str(plan_file), "--local", "--shaping", "kernel", "--requests", "2", "--verify")
+    assert code == 0 and doc["ok"] == 2 and doc["bit_identical"] and doc["shaping"] == "kernel"
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert f"coinfer-{os.getpid()}-" not in names  # the run removed its namespaces
+
+
+def test_run_against_a_worker_that_is_down_names_it(plan_file, capsys) -> None:  # type: ignore[no-untyped-def]
+    code = main(["run", str(plan_file), "--workers", "a=127.0.0.1:9,b=127.0.0.1:9"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "worker 'a' at tcp://127.0.0.1:9 did not answer" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--local", "--input-file", "missing.npy"], "--input-file missing.npy: cannot read it"),
+    (["--local", "--link-trace", "a->b=/no/trace"], "/no/trace does not exist"),
+    (["--local", "--link-trace", "a->z=/no/trace"], "no link a -> z"),
+    (["--workers", "a=nohost"], "should look like edge=10.0.0.2:5555"),
+])
+def test_run_mistakes_are_one_line_errors(plan_file, capsys, argv, words) -> None:  # type: ignore[no-untyped-def]
+    assert main(["run", str(plan_file), *argv]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_run_input_of_the_wrong_shape_says_which(plan_file, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
+    assert main(["run", str(plan_file), "--local", "--input-file", str(tmp_path / "x.npy")]) == 2
+    assert "shape [1, 3, 8, 8], but input 'input' was captured with shape [1, 3, 16, 16]" in capsys.readouterr().err
+
+
+def test_a_worker_process_prints_its_endpoint_and_a_taken_port_is_an_error() -> None:
+    worker = subprocess.Popen([sys.executable, "-m", "coinfer", "worker", "--listen", "127.0.0.1:0", "--name", "w"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None
+        line = worker.stdout.readline()
+        assert line.startswith("coinfer worker listening on tcp://127.0.0.1:")
+        taken = line.strip().rsplit(" ", 1)[1]
+        clash = subprocess.run([sys.executable, "-m", "coinfer", "worker", "--listen", taken, "--name", "x"],
+                               capture_output=True, text=True, timeout=30)
+        assert clash.returncode == 2 and f"cannot listen on {taken}" in clash.stderr
+    finally:
+        worker.terminate()
+        worker.wait(timeout=5)
+
+
+def test_bench_hop_reports_both_transports(capsys) -> None:  # type: ignore[no-untyped-def]
+    code = main(["bench", "hop", "--bytes", "4096", "--repeats", "5", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["coinfer_s"] > 0 and doc["raw_socket_s"] > 0 and doc["bytes"] == 4096
