@@ -60,10 +60,10 @@ def test_run_local_with_kernel_shaping_runs_workers_in_namespaces(plan_file, cap
 
 
 def test_run_against_a_worker_that_is_down_names_it(plan_file, capsys) -> None:  # type: ignore[no-untyped-def]
-    code = main(["run", str(plan_file), "--workers", "a=127.0.0.1:9,b=127.0.0.1:9"])
+    code = main(["run", str(plan_file), "--workers", "a=127.0.0.1:9,b=127.0.0.1:9", "--connect-timeout-s", "1"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "worker 'a' at tcp://127.0.0.1:9 did not answer" in err and "Traceback" not in err
+    assert "worker 'a' at tcp://127.0.0.1:9 did not answer 'health' within 1 s" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(("argv", "words"), [

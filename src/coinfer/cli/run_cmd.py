@@ -56,6 +56,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace-speedup", type=float, default=1.0, help="play traces this many times faster")
     p.add_argument("--threads", type=int, default=1, help="compute threads per local worker (default 1)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="give up on a request after this long")
+    p.add_argument("--connect-timeout-s", type=float, default=10.0,
+                   help="how long each worker may take to answer before it is reported down (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +83,7 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
     devices = taking_part(plan, problem)
     options = RunOptions(
         requests=args.requests, in_flight=args.in_flight, verify=args.verify, timeout_s=args.timeout_s,
+        connect_timeout_s=args.connect_timeout_s,
         emulate=(args.emulate or ("plan" if getattr(args, "local", False) else "off")) == "plan",
         shaping=args.shaping, traces=read_traces(args.link_trace, args.trace_speedup, problem),
     )

@@ -46,6 +46,7 @@ class RunOptions:
     timeout_s: float = 60.0
     plan_version: int = 1
     deploy_timeout_s: float = 300.0
+    connect_timeout_s: float = 10.0  # how long a worker may take to answer its first health check
 
 
 def taking_part(plan: Plan, problem: Problem) -> tuple[str, ...]:
@@ -93,7 +94,7 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
         if problem.cluster.link(source, target) is None and _sends(plan, problem, source, target):
             raise PlanError(f"the plan sends from {source} to {target}, but the cluster has no link between them")
     # every worker answers before any is loaded, so a dead one is named at once
-    health = {device: client.check(device, {"op": "health"}, 10.0) for device in devices}
+    health = {device: client.check(device, {"op": "health"}, options.connect_timeout_s) for device in devices}
     epoch = time.time()
     replies = {}
     for device in devices:
