@@ -129,3 +129,20 @@ def test_local_workers_are_stopped_also_when_the_body_raises() -> None:
         processes = list(running.processes.values())
         raise RuntimeError("boom")
     assert all(p.poll() is not None for p in processes)
+
+
+def test_a_worker_emulating_a_catalogued_device_holds_stages_to_its_roofline(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from coinfer.profile.analytic import predict
+    from coinfer.profile.catalog import device_spec
+    from tests.runtime.conftest import REPO
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    plan, problem = tiny_problem("cnn", "stem..add@a | left..head@b")
+    with LocalWorkers(("a", "b"), extra_args=("--emulate", "rpi3b")) as pis, \
+            Client({d: pis.endpoint(d) for d in ("a", "b")}, timeout_s=5.0) as client:
+        report = run_plan(plan, problem, client, pis.endpoint, RunOptions(requests=2, plan_version=15),
+                          example_inputs(problem.graph))
+    roofline = predict(problem.graph, device_spec("rpi3b")).node_time_s
+    for stage, row in zip(plan.stages, report["stages"], strict=True):
+        assert row["emulated_s"] == pytest.approx(sum(roofline[n] for n in stage.node_ids))
+        assert row["held_s"] >= row["emulated_s"] * 0.999  # held at least as long as the Pi would take
