@@ -1,4 +1,4 @@
-"""Figures for papers: Neurosurgeon's per-cut latency bars and the Pareto front.
+"""Figures for papers: Neurosurgeon's per-cut latency bars, the Pareto front, the adaptation timeline.
 
 matplotlib is an optional extra (`pip install 'coinfer[plot]'`); it is imported only here, with
 the non-interactive Agg backend so that figures render on machines without a display.
@@ -84,6 +84,34 @@ def plot_front(entries: Sequence[tuple[str, Breakdown]], path: str | Path, *, x:
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title("non-dominated plans")
+    return _save(fig, path)
+
+
+def plot_adapt_timeline(timelines: dict[str, dict[str, Any]], path: str | Path, *,
+                        deadline_s: float | None = None) -> Path:
+    """Three panels over the serving time, one line per policy: the traced links' bandwidth, the
+    bytes the plan in use sends between devices per request (the cut), and each request's latency
+    with the deadline. `timelines` maps a policy to `sent_s`, `latency_s`, `cut_bytes` and
+    `bandwidth_bits_per_s` (link -> one value per request), as `coinfer adapt` reports them."""
+    plt = _pyplot()
+    fig, (bw_ax, cut_ax, lat_ax) = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    drawn_links: set[str] = set()
+    for policy, t in timelines.items():
+        for link, values in t["bandwidth_bits_per_s"].items():
+            if link not in drawn_links:  # the same trace under every policy: draw it once
+                bw_ax.step(t["sent_s"], [v / 1e6 for v in values], where="post", label=link)
+                drawn_links.add(link)
+        cut_ax.step(t["sent_s"], [(b or 0) / 1e6 for b in t["cut_bytes"]], where="post", label=policy)
+        lat_ax.plot(t["sent_s"], [(v or 0) * 1e3 for v in t["latency_s"]], ".", markersize=3, label=policy)
+    if deadline_s is not None:
+        lat_ax.axhline(deadline_s * 1e3, color="red", linestyle="--", linewidth=1, label="deadline")
+    bw_ax.set_ylabel("bandwidth (Mbit/s)")
+    cut_ax.set_ylabel("cut (MB / request)")
+    lat_ax.set_ylabel("latency (ms)")
+    lat_ax.set_xlabel("time since serving started (s)")
+    for ax in (bw_ax, cut_ax, lat_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
 
 

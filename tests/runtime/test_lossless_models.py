@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks._cuts import crossing_values, hopping_plan
 from coinfer.api import make_problem
 from coinfer.capture import capture
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.graph import Graph
-from coinfer.plan import Plan
 from coinfer.runtime.client import Client
 from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
@@ -35,24 +35,6 @@ def workers() -> Iterator[LocalWorkers]:
 
 MODELS = ["torchvision:resnet50", "torchvision:googlenet", "torchvision:densenet121",
           "torchvision:mobilenet_v3_large", "torchvision:vit_b_16", "torchvision:swin_t", "hf:gpt2"]
-
-
-def crossing_values(graph: Graph, k: int) -> int:
-    """How many values made before position k are read at or after it."""
-    before = {n.id for n in graph.nodes[:k]} | graph.input_names
-    return len({i for n in graph.nodes[k:] for i in n.inputs if i in before})
-
-
-def cut_near(graph: Graph, fraction: float) -> int:
-    target = int(len(graph.nodes) * fraction)
-    window = range(max(1, target - 15), min(len(graph.nodes) - 1, target + 15))
-    return max(window, key=lambda k: (min(crossing_values(graph, k), 2), -abs(k - target)))
-
-
-def hopping_plan(graph: Graph) -> Plan:
-    k1, k2, k3 = (cut_near(graph, f) for f in (0.25, 0.5, 0.75))
-    devices = ["a"] * k1 + ["b"] * (k2 - k1) + ["c"] * (k3 - k2) + ["a"] * (len(graph.nodes) - k3)
-    return Plan(graph, {n.id: d for n, d in zip(graph.nodes, devices, strict=True)})
 
 
 def run_and_verify(graph: Graph, workers: LocalWorkers, version: int) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from coinfer.cluster import Link
 from coinfer.cost.terms import transfer_time_s
 from coinfer.errors import UserInputError
-from coinfer.runtime.shaping import BandwidthTrace, LinkShaper, load_trace
+from coinfer.shaping import BandwidthTrace, LinkShaper, load_trace
 
 TRACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces"
 

@@ -166,3 +166,73 @@ def test_tiny_energy_budget_found_feasible_without_presolve() -> None:
     links = tuple(Link(a, b, 1e5, power_w=1.0 if a == "d0" else 0.0) for a in names for b in names if a != b)
     problem = make_problem(graph, Cluster("c", devices, links), origin_energy_budget_j=1e-9)
     assert set(ilp(problem).placement.values()) == {"d0"}
+
+
+def test_bottleneck_cap_kept_optimal_regression() -> None:
+    # Found by hypothesis: with the bottleneck variable in seconds and bounded by its cap, HiGHS
+    # 1.12's presolve returned 0.1015 s as optimal (b is now in units of its cap). d1 is 2.7x
+    # faster than the origin d0; d0 -> d1 is 100 kbit/s, d1 -> d0 fast but 49.2 ms per message.
+    # Optimum: n1 and n4 on d1 (n4 alone needs 0.106 s on d0). d1 -> d0 then carries n1's 2 B
+    # (once, for both readers n2 and n3) and n4's result: 2 x 49.2 ms = 0.0984 s, above d1's
+    # 0.066 s of compute, d0's 0.030 s and d0 -> d1's two 1 B messages (0.16 ms).
+    from coinfer.api import make_problem
+    from coinfer.cluster import Cluster, Device, Link
+    from coinfer.graph import Graph, GraphInput, Node, TensorSpec
+
+    def node(i: str, ins: tuple[str, ...], flops: float, out: int) -> Node:
+        return Node(i, ins, flops, out, 0)
+
+    graph = Graph("g", (GraphInput("input", TensorSpec(1)),), (
+        node("n0", ("input",), 219880299.0, 1), node("n1", ("input",), 6710000000.0, 2),
+        node("n2", ("n1",), 36784216.0, 1), node("n3", ("n1",), 2407357235.0, 547008),
+        node("n4", ("n0",), 9568500901.0, 1)))
+    devices = (Device("d0", "end", 90214354347.0, origin=True), Device("d1", "edge", 245681645563.0))
+    links = (Link("d0", "d1", 100000.0), Link("d1", "d0", 570841940.0, latency_s=0.0491989801476741))
+    problem = make_problem(graph, Cluster("c", devices, links), objective="throughput")
+    plan = ilp(problem)
+    assert {n for n, d in plan.placement.items() if d == "d1"} == {"n1", "n4"}
+    assert plan.reported_objective == pytest.approx(2 * 0.0491989801476741, rel=1e-6)
+    assert_matches_oracle(problem)
+
+
+def test_presolve_plan_over_the_energy_budget_is_rechecked() -> None:
+    # Found by hypothesis: no plan meets the origin's 1.47e-7 J budget (all on d0 spends 5e-6 W x
+    # 33.4 ms = 1.67e-7 J; sending the 1.9 MB input anywhere costs the origin 0.08 J or more), but
+    # HiGHS's presolve (budget row coefficients spanning 2e-4..8e8) returned all-on-d0 as optimal.
+    # The solver re-solves without presolve when evaluate rejects a plan, and reports infeasible.
+    from coinfer.cluster import Cluster, Device, Link
+    from coinfer.graph import Graph, GraphInput, Node, TensorSpec
+    from coinfer.problem import Objective
+
+    graph = Graph("g", (GraphInput("input", TensorSpec(1919359)),), (
+        Node("n0", ("input",), 8140338105.481344, 224, 665966), Node("n1", ("input",), 6765766647.76011, 65536, 506),
+        Node("n2", ("input",), 573229053.1987922, 270, 1650)))
+    devices = (
+        Device("d0", "end", 463840029266.3482, power_w=5e-06, price_usd_per_s=1.192092896e-07,
+               electricity_usd_per_kwh=0.0032748572644902612, origin=True),
+        Device("d1", "edge", 1300000000.0, memory_bytes=2135016.636604071, power_w=0.48438681607152045,
+               price_usd_per_s=0.00076610739283087, electricity_usd_per_kwh=0.2272192735953784,
+               background=BackgroundLoad(48.708444716042145, 75.3553054089413)),
+        Device("d2", "edge", 373460727135.20605, power_w=0.99999, price_usd_per_s=0.00012353661247907247,
+               electricity_usd_per_kwh=5.759676341452437e-48, background=BackgroundLoad(2.00001, 84.71962026103937)))
+    links = (
+        Link("d0", "d1", 100001.0, 0.027543263156470894, 1.1754943508222875e-38, 0.8, 0.0008249400374809952,
+             6.168019562081987e-10),
+        Link("d0", "d2", 461094274.21918577, 0.039569460349572455, 0.004223804416403888, 1.92, 5e-324,
+             6.971661312461527e-10),
+        Link("d1", "d0", 999999999.9999999, 0.04190567247518409, 0.007304766865142335, 0.9816516417723264,
+             0.0006510063346679892, 8.128584977741651e-10),
+        Link("d1", "d2", 872036492.5999919, 0.01790903492198688, 0.007442935104878862, 1.8391756837095299,
+             0.0003848341961269216, 3.144790780039722e-10),
+        Link("d2", "d0", 285949897.5364518, 0.011277893113326345, 0.004853864443207888, 1.1569240414606563,
+             0.0008713123260061302, 1e-300),
+        Link("d2", "d1", 559964916.9478567, 0.0001, 0.009198004820290793, 2.535444312435655, 1.1395270699687775e-167,
+             5.963301284199673e-10))
+    times = {"d0": {"n0": 0.017549882700630317, "n1": 0.014586422518257997, "n2": 0.0012358335137772902},
+             "d1": {"n0": 6.261798542677957, "n1": 5.204435882892392, "n2": 0.44094542553753246},
+             "d2": {"n0": 0.021797039190507045, "n1": 0.018116407311847445, "n2": 0.0015349112009607985}}
+    problem = Problem(graph, Cluster("c", devices, links), times, Objective({"bottleneck_s": 1.0}),
+                      Constraints(origin_energy_budget_j=1.4672500185729477e-07))
+    assert not evaluate(brute_force(problem), problem).feasible
+    with pytest.raises(InfeasibleError):
+        ilp(problem)

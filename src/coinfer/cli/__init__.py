@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from coinfer.cli import (
+    adapt_cmd,
     bench_cmd,
     capture_cmd,
     compare_cmd,
@@ -25,7 +26,8 @@ from coinfer.cli import (
 )
 from coinfer.errors import CoinferError
 
-COMMANDS = (capture_cmd, profile_cmd, plan_cmd, compare_cmd, run_cmd, worker_cmd, bench_cmd, info_cmd, demo_cmd)
+COMMANDS = (capture_cmd, profile_cmd, plan_cmd, compare_cmd, run_cmd, adapt_cmd, worker_cmd, bench_cmd, info_cmd,
+            demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -187,7 +187,7 @@ def parse_workers(text: str) -> dict[str, str]:
 
 
 def read_traces(items: list[str], speedup: float, problem: Problem) -> dict[tuple[str, str], Any]:
-    from coinfer.runtime.shaping import load_trace
+    from coinfer.shaping import load_trace
 
     traces = {}
     for item in items:

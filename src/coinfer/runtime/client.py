@@ -60,6 +60,10 @@ class Client:
             sock.connect(endpoint)
             self.control[device] = sock
         self.stray_errors: list[dict[str, Any]] = []
+        # per-request reports of workers deployed with telemetry on, by (plan version, request id)
+        self.telemetry: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        self.probes: list[dict[str, Any]] = []  # hops of two-point link probes, as receivers timed them
+        self.late_outputs = 0  # outputs of requests already finished: a request computed twice shows here
 
     def close(self) -> None:
         for sock in [*self.control.values(), self.sink]:
@@ -126,6 +130,9 @@ class Client:
                 log.warning("client: dropped a malformed message: %s", exc)
                 continue
             outcome = pending.get(message.header.request_id)
+            if message.header.kind is wire.Kind.CONTROL:
+                self._telemetry(message)
+                continue
             if message.header.kind is wire.Kind.ERROR:
                 report = wire.read_json(message)
                 (outcome.errors if outcome else self.stray_errors).append(report)
@@ -133,12 +140,28 @@ class Client:
                     done.append(pending.pop(outcome.request_id))
                 continue
             if outcome is None:
-                continue  # a late output of a request that already failed
+                self.late_outputs += 1  # a late output of a request that already failed or finished
+                continue
             outcome.outputs[message.header.name] = wire.read_tensor(message).copy()
             if all(n in outcome.outputs for n in output_names):
                 outcome.latency_s = now - outcome.sent_s
                 done.append(pending.pop(outcome.request_id))
         return done
+
+
+    def _telemetry(self, message: wire.Message) -> None:
+        try:
+            body = wire.read_json(message)
+        except Exception as exc:  # as for any frame on the sink: logged, never fatal
+            log.warning("client: dropped a malformed telemetry message: %s", exc)
+            return
+        if body.get("op") != "telemetry":
+            return
+        if "probe" in body:
+            self.probes.append(body["probe"])
+        else:
+            key = (message.header.plan_version, message.header.request_id)
+            self.telemetry.setdefault(key, []).append(body)
 
 
 def run_requests(client: Client, origin: str, plan_version: int, output_names: tuple[str, ...],

@@ -22,7 +22,7 @@ from coinfer.files.plan_file import plan_from_dict
 from coinfer.graph import Graph
 from coinfer.runtime.executor import Executor, executor_for
 from coinfer.runtime.routing import DeviceRoute, route
-from coinfer.runtime.shaping import BandwidthTrace, LinkShaper
+from coinfer.shaping import BandwidthTrace, LinkShaper
 
 if TYPE_CHECKING:
     from coinfer.runtime.worker import WorkerConfig
@@ -58,6 +58,7 @@ class DeployDoc(BaseModel):
     client: str
     links: dict[str, LinkDoc] = {}
     emulate: bool = False  # hold each stage for the plan's predicted time on this device
+    telemetry: bool = False  # report each request's stage times and hops to the client (adaptive serving)
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,10 @@ class Deployment:
     peers: Mapping[str, str]
     client_address: str
     shapers: Mapping[str, LinkShaper]
+    link_docs: Mapping[str, LinkDoc]  # what each shaper was built from (equal docs: keep the running shaper)
     codecs: Mapping[str, str]
     stage_time_s: Mapping[int, float]
+    telemetry: bool = False
 
 
 _EXECUTORS: dict[str, Executor] = {}
@@ -105,9 +108,10 @@ def build_deployment(body: dict[str, Any], config: WorkerConfig) -> Deployment:
     codecs = getattr(plan, "codecs", {}) or {}
     return Deployment(
         plan_version=doc.plan_version, device=doc.device, route=mine, executor=executor, peers=dict(doc.peers),
-        client_address=doc.client, shapers={t: _shaper(link) for t, link in doc.links.items()},
+        client_address=doc.client, shapers={t: _shaper(link) for t, link in doc.links.items()}, link_docs=doc.links,
         codecs={t: str(c) for (s, t), c in codecs.items() if s == doc.device},
         stage_time_s=_stage_times(mine, problem.node_time_s.get(doc.device, {}), problem.graph, config, doc.emulate),
+        telemetry=doc.telemetry,
     )
 
 

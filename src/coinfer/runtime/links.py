@@ -13,13 +13,14 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from coinfer.runtime import wire
-from coinfer.runtime.shaping import LinkShaper
+from coinfer.shaping import LinkShaper
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,18 @@ class LinkSender(threading.Thread):
     """Sends tensors and JSON messages to one address, in order, over an optional emulated link."""
 
     def __init__(self, context: Any, address: str, shaper: LinkShaper | None = None, codec: str = "none",
-                 name: str = "link") -> None:
+                 name: str = "link", sender: str = "") -> None:
         super().__init__(name=f"coinfer-{name}", daemon=True)
+        self.sender = sender  # the device this worker plays
         self.context, self.address, self.shaper, self.codec = context, address, shaper, codec
         self.outbox: queue.Queue[Any] = queue.Queue()
         self.stats = LinkStats()
         self.lock = threading.Lock()
 
-    def send_tensor(self, plan_version: int, request_id: int, name: str, array: np.ndarray) -> None:
-        self.outbox.put(("tensor", plan_version, request_id, name, array, time.monotonic()))
+    def send_tensor(self, plan_version: int, request_id: int, name: str, array: np.ndarray,
+                    codec: str | None = None) -> None:
+        """Queue a tensor; `codec` is the sending plan's codec for this link (default the link's)."""
+        self.outbox.put(("tensor", plan_version, request_id, name, array, codec or self.codec, time.monotonic()))
 
     def send_json(self, kind: wire.Kind, body: dict[str, Any], request_id: int = 0, plan_version: int = 0) -> None:
         self.outbox.put(("json", kind, body, request_id, plan_version, time.monotonic()))
@@ -61,6 +65,8 @@ class LinkSender(threading.Thread):
 
         socket = self.context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 1000)
+        if self.sender:  # the receiver names the source of each hop by this identity (`source_of`)
+            socket.setsockopt(zmq.ROUTING_ID, f"{self.sender}#{uuid.uuid4().hex[:8]}".encode())
         socket.connect(self.address)
         try:
             while (item := self.outbox.get()) is not _STOP:
@@ -74,26 +80,36 @@ class LinkSender(threading.Thread):
     def _deliver(self, socket: Any, item: tuple[Any, ...]) -> None:
         encode_start_s = time.monotonic()
         if item[0] == "tensor":
-            _, version, request_id, name, array, enqueued_s = item
-            frames = wire.tensor_frames(array, name, request_id, version, self.codec)
+            _, version, request_id, name, array, codec, enqueued_s = item
+            frames = wire.tensor_frames(array, name, request_id, version, codec)
             raw = int(array.nbytes)
         else:
             _, kind, body, request_id, version, enqueued_s = item
             frames = wire.json_frames(kind, body, request_id, version)
             raw = 0
         size = sum(memoryview(f).nbytes for f in frames)
+        start_s = time.monotonic()
         if self.shaper is not None:
             # The message is ready when it was handed over plus its encoding time, not when this
             # thread got to it: a message waiting behind another's propagation delay is already
             # on the wire (the shaper's free_at keeps the order).
             ready_s = enqueued_s + (time.monotonic() - encode_start_s)
             arrive_s = self.shaper.arrival_s(ready_s, size)
+            start_s = self.shaper.last_start_s
             wait = arrive_s - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+        # the send time on the wall clock, so that the receiver can time the hop (wire.stamp)
+        frames = wire.stamp(frames, time.time_ns() - int((time.monotonic() - start_s) * 1e9))
         socket.send_multipart(frames, copy=size < 65536)
         with self.lock:
             self.stats.messages += 1
             self.stats.wire_bytes += size
             self.stats.raw_bytes += raw
             self.stats.delivery_s.append(time.monotonic() - enqueued_s)
+
+
+def source_of(identity: bytes) -> str | None:
+    """The device that sent a message, from the ZeroMQ identity its LinkSender connected with."""
+    name, mark, _ = bytes(identity).partition(b"#")
+    return name.decode(errors="replace") if mark and name else None

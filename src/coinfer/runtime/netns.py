@@ -14,7 +14,7 @@ veths live in the root routing table, so each gets a /30 of 10.213.128.0/17 that
 address of the host (nor another live topology) overlaps, chosen under a file lock.
 
 Only bandwidth is shaped here. Propagation delay is added in-process by coinfer's transport
-(`coinfer.runtime.shaping`), because netem is not available on every kernel coinfer runs on.
+(`coinfer.shaping`), because netem is not available on every kernel coinfer runs on.
 
 Cleanup: `__exit__` deletes every veth explicitly and then every namespace, also when the body
 raised, and again harmlessly if called twice. A run that crashed leaves names that carry its pid;
@@ -43,7 +43,7 @@ from pathlib import Path
 from types import TracebackType
 
 from coinfer.errors import LinkShapingError, UserInputError
-from coinfer.runtime.shaping import MIN_TRACE_BITS_PER_S
+from coinfer.shaping import MIN_TRACE_BITS_PER_S
 
 log = logging.getLogger(__name__)
 

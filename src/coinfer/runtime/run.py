@@ -3,7 +3,7 @@
 `run_plan` is what `coinfer run` and the demo call. It works with any workers reachable over TCP;
 `coinfer.runtime.local.LocalWorkers` starts them on this machine. Link emulation follows the
 plan's cluster: `inproc` shapes bandwidth, delay and per-message overhead in the sending worker
-(coinfer.runtime.shaping); `kernel` leaves bandwidth to tc in network namespaces and adds only
+(coinfer.shaping); `kernel` leaves bandwidth to tc in network namespaces and adds only
 the delay and overhead in-process; `none` sends as fast as the network goes.
 """
 
@@ -25,7 +25,7 @@ from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.report import predicted_block
 from coinfer.runtime.client import Client, Outcome, run_requests
-from coinfer.runtime.shaping import BandwidthTrace
+from coinfer.shaping import BandwidthTrace
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class RunOptions:
     plan_version: int = 1
     deploy_timeout_s: float = 300.0
     connect_timeout_s: float = 10.0  # how long a worker may take to answer its first health check
+    telemetry: bool = False  # workers report every request's stage times and hops (adaptive serving)
+    trace_epoch_unix_s: float | None = None  # when the link traces start (None: at deploy); kept across switches
 
 
 def taking_part(plan: Plan, problem: Problem) -> tuple[str, ...]:
@@ -55,10 +57,11 @@ def taking_part(plan: Plan, problem: Problem) -> tuple[str, ...]:
 
 
 def deploy_body(plan: Plan, problem: Problem, device: str, endpoint: Endpoint, client_address: str,
-                options: RunOptions, epoch_unix_s: float) -> dict[str, Any]:
-    """The deploy message for the worker playing `device`."""
+                options: RunOptions, epoch_unix_s: float, devices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The deploy message for the worker playing `device`; it learns the links and addresses of
+    `devices` (default: those taking part in the plan)."""
     cluster = problem.cluster
-    devices = taking_part(plan, problem)
+    devices = devices or taking_part(plan, problem)
     links: dict[str, Any] = {}
     for target in devices:
         link = cluster.link(device, target)
@@ -75,17 +78,22 @@ def deploy_body(plan: Plan, problem: Problem, device: str, endpoint: Endpoint, c
     return {
         "op": "deploy", "plan_version": options.plan_version, "device": device,
         "plan": plan_to_dict(plan, problem), "client": client_address, "emulate": options.emulate, "links": links,
+        "telemetry": options.telemetry,
         "peers": {d: endpoint(d, device) for d in devices if d != device},
     }
 
 
 def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, options: RunOptions,
-           client_address: ClientAddress | None = None) -> dict[str, Any]:
+           client_address: ClientAddress | None = None, *, everywhere: bool = False) -> dict[str, Any]:
     """Deploy to every device taking part (the origin always does); their replies by device.
 
     `client_address` says how each worker reaches the client (default: the sink's own endpoint,
-    right when everything runs on this machine's loopback)."""
+    right when everything runs on this machine's loopback). `everywhere` deploys to every worker
+    of the cluster and tells each all the others' addresses (adaptive serving: any link may be
+    probed, and the next plan may use any device)."""
     devices = taking_part(plan, problem)
+    if everywhere:
+        devices = tuple(dict.fromkeys([*devices, *(d for d in problem.cluster.device_names if d in client.workers)]))
     missing = [d for d in devices if d not in client.workers]
     if missing:
         raise PlanError(f"the plan runs on {', '.join(devices)} but no worker was given for {', '.join(missing)}; "
@@ -95,11 +103,11 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
             raise PlanError(f"the plan sends from {source} to {target}, but the cluster has no link between them")
     # every worker answers before any is loaded, so a dead one is named at once
     health = {device: client.check(device, {"op": "health"}, options.connect_timeout_s) for device in devices}
-    epoch = time.time()
+    epoch = options.trace_epoch_unix_s or time.time()
     replies = {}
     for device in devices:
         sink = client_address(device) if client_address is not None else client.sink_endpoint
-        body = deploy_body(plan, problem, device, endpoint, sink, options, epoch)
+        body = deploy_body(plan, problem, device, endpoint, sink, options, epoch, devices)
         replies[device] = {**client.check(device, body, options.deploy_timeout_s), "threads": health[device]["threads"]}
     return replies
 

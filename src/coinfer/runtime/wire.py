@@ -3,9 +3,13 @@
 A message is a ZeroMQ multipart message `[header, meta, chunk, chunk, ...]`; nothing on the wire
 is pickled. The header (little-endian, `HEADER`, 34 bytes, then the variable parts) is:
 
-    magic "CNF1" | kind u8 | dtype u8 | ndim u8 | codec length u8 | name length u16 |
-    plan version u32 | request id u64 | payload bytes u64 | meta bytes u32 |
+    magic "CNF2" | kind u8 | dtype u8 | ndim u8 | codec length u8 | name length u16 |
+    plan version u32 | request id u64 | payload bytes u64 | meta bytes u32 | sent unix ns u64 |
     shape (ndim x u64) | name (utf-8) | codec (ascii, e.g. "none", "fp16+lz4")
+
+`sent unix ns` is when the sender started to transmit (wall clock, 0 when unknown): the receiver
+measures each hop's transfer time from the traffic itself (coinfer.adapt's estimates), which
+needs the two clocks to agree (one machine, or NTP across machines).
 
 `kind` says what the payload is: a tensor (its bytes, encoded by the codec), a control message or
 an error (both UTF-8 JSON, dtype "none"). The payload travels in chunks of at most
@@ -28,8 +32,9 @@ import numpy as np
 
 from coinfer.errors import WireError
 
-MAGIC = b"CNF1"
-HEADER = struct.Struct("<4sBBBBHIQQI")
+MAGIC = b"CNF2"
+HEADER = struct.Struct("<4sBBBBHIQQIQ")
+SENT_OFFSET = HEADER.size - 8  # where `sent unix ns` sits in the header
 CHUNK_BYTES = 8 * 1024 * 1024
 MAX_META_BYTES = 1 << 20
 MAX_NDIM = 16
@@ -56,6 +61,7 @@ class Header:
     codec: str = "none"
     payload_bytes: int = 0
     meta_bytes: int = 0
+    sent_unix_ns: int = 0
 
     def describe(self) -> str:
         return f"{self.kind.name.lower()} {self.name!r} of request {self.request_id} (plan version {self.plan_version})"
@@ -75,7 +81,7 @@ def pack(header: Header, meta: bytes | memoryview, payload: bytes | memoryview) 
         raise WireError(f"cannot send {header.describe()}: shape, name or codec too long")
     view = memoryview(payload).cast("B")
     fixed = HEADER.pack(MAGIC, header.kind, DTYPES.index(header.dtype), len(header.shape), len(codec), len(name),
-                        header.plan_version, header.request_id, view.nbytes, len(meta))
+                        header.plan_version, header.request_id, view.nbytes, len(meta), header.sent_unix_ns)
     head = fixed + struct.pack(f"<{len(header.shape)}Q", *header.shape) + name + codec
     chunks = [view[i : i + CHUNK_BYTES] for i in range(0, view.nbytes, CHUNK_BYTES)] or [view]
     return [head, meta, *chunks]
@@ -120,7 +126,7 @@ def read_header(raw: bytes) -> Header:
     if len(raw) < HEADER.size or raw[:4] != MAGIC:
         raise WireError(f"malformed message: the header does not start with {MAGIC!r} or is shorter than "
                         f"{HEADER.size} bytes ({len(raw)} bytes came); is the sender a coinfer worker of this version?")
-    _, kind, dtype, ndim, codec_len, name_len, version, request, payload, meta = HEADER.unpack_from(raw)
+    _, kind, dtype, ndim, codec_len, name_len, version, request, payload, meta, sent = HEADER.unpack_from(raw)
     if kind not in Kind._value2member_map_ or dtype >= len(DTYPES) or ndim > MAX_NDIM or meta > MAX_META_BYTES:
         raise WireError(f"malformed header: kind {kind}, dtype code {dtype}, ndim {ndim}, meta {meta} bytes")
     end = HEADER.size + 8 * ndim + name_len + codec_len
@@ -133,7 +139,14 @@ def read_header(raw: bytes) -> Header:
         codec = raw[at + name_len : end].decode("ascii")
     except UnicodeDecodeError:
         raise WireError("malformed header: the tensor name or codec is not valid text") from None
-    return Header(Kind(kind), version, request, name, DTYPES[dtype], tuple(shape), codec, payload, meta)
+    return Header(Kind(kind), version, request, name, DTYPES[dtype], tuple(shape), codec, payload, meta, sent)
+
+
+def stamp(frames: list[bytes | memoryview], sent_unix_ns: int) -> list[bytes | memoryview]:
+    """`frames` with the header's send time set (the sender knows it only once the link is free)."""
+    head = bytearray(frames[0])
+    struct.pack_into("<Q", head, SENT_OFFSET, sent_unix_ns)
+    return [bytes(head), *frames[1:]]
 
 
 # -- tensors ------------------------------------------------------------------------------------

@@ -14,6 +14,17 @@ a request rate (rate x busy <= 1 per device and link), and links (a pair without
 never exchange a value). Limits are shrunk by `ilp_model.LIMIT_MARGIN` (relative) so that
 HiGHS's feasibility tolerance cannot hand back a plan `evaluate` rejects.
 
+Speed (exact): before the MILP, the best feasible plan among cheap ones (every single-device
+plan; `pipeline-dp` for a bottleneck objective on up to PIPELINE_MAX_DEVICES devices) is an
+incumbent with objective F. Every metric is non-negative, so an optimal plan has latency <=
+F / w_latency and bottleneck <= F / w_bottleneck; with the deadline and the request rate these
+are `ilp_model.Caps`, and any node time or hop above a cap is ruled out before HiGHS sees the
+model (fewer variables, and rows that tighten the LP: see `ilp_model`). The bottleneck objective
+needs it most: its LP relaxation spreads every node over all devices and pays no transfer at
+all, so without caps HiGHS took 5 s to over 60 s on 500-node op graphs, and 0.3-2.5 s with them
+(benchmarks/solve_ilp_speed.py). HiGHS's plan is then compared with the incumbent, so a time-out never returns
+a plan worse than the incumbent.
+
 Assumptions: weights are non-negative (the objective parser enforces it); node times are given.
 Complexity: NP-hard in general (it contains the max-bottleneck partition); N D binaries and about
 (N + E) D^2 rows. HiGHS proves optimality quickly on coarse graphs; on large op graphs it may stop
@@ -26,16 +37,18 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import csr_array
 
-from coinfer.cost import evaluate
-from coinfer.errors import InfeasibleError
+from coinfer.cost import Breakdown, evaluate, terms
+from coinfer.errors import InfeasibleError, UserInputError
 from coinfer.plan import Plan, all_on
-from coinfer.problem import Problem
-from coinfer.solve.ilp_model import LIMIT_MARGIN, Metrics, MilpModel, build, metrics
+from coinfer.problem import Metric, Problem
+from coinfer.solve.ilp_model import LIMIT_MARGIN, Caps, Metrics, MilpModel, build, metrics, single_resource_rows
+from coinfer.solve.pipeline_dp import pipeline_dp
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +57,12 @@ TIME_LIMIT_S = 60.0
 # OBJECTIVE_SCALE makes that absolute gap a negligible relative one whatever the units (USD, J).
 OBJECTIVE_SCALE = 1e4
 DISP = False  # True prints the HiGHS log (for debugging a slow model)
+# Relative slack on the caps an incumbent gives (see `_caps`): far above rounding, far below any
+# difference between two plans that matters.
+CAP_SLACK = 1e-6
+# pipeline-dp as an incumbent: O(2^k k N^2) time and (N+1)^2 floats of memory per device.
+PIPELINE_MAX_DEVICES = 5
+PIPELINE_MAX_NODES = 1500
 
 
 @dataclass(frozen=True)
@@ -62,9 +81,38 @@ def ilp(problem: Problem) -> Plan:
 
 
 def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: str = "ilp") -> IlpSolution:
-    """Build the MILP, solve it with HiGHS, read the plan back and evaluate it."""
+    """Find an incumbent, build the MILP under its caps, solve it with HiGHS, read the plan back."""
     start = time.perf_counter()
-    model = build(problem)
+    singles = [evaluate(all_on(problem.graph, d), problem) for d in problem.cluster.device_names]
+    incumbent = _incumbent(problem, singles)
+    model = build(problem, _caps(problem, incumbent))
+    arguments, scale = _arguments(model, singles)
+    res = _run(arguments, time_limit_s, presolve=True)
+    found = _read(res, model)
+    if found is not None and found[1].violations:
+        # HiGHS's presolve has also been seen to hand back a plan 14% over an origin energy budget
+        # (coefficients spanning 1e-4..1e9 in that row); the model without presolve is trusted.
+        res = _run(arguments, time_limit_s, presolve=False)
+        found = _read(res, model)
+    candidates = [pb for pb in (found, incumbent) if pb is not None]
+    if not candidates:
+        raise _infeasible(problem, timed_out=res.status == 1, time_limit_s=time_limit_s)
+    # HiGHS's plan is at least as good as the incumbent up to its tolerances. The incumbent wins
+    # after a time-out that found nothing better, and when the caps left the model infeasible: no
+    # plan within LIMIT_MARGIN of the limits beats it then, so it is optimal as the model sees it.
+    best, b = min(candidates, key=lambda pb: (not pb[1].feasible, pb[1].objective_value))
+    optimal = res.status in (0, 2)
+    gap = 0.0 if optimal else _gap(res, b.objective_value * scale)
+    if not optimal:
+        log.warning("ilp: HiGHS stopped (%s) with a gap of %.3g; the plan may not be optimal", res.message, gap)
+    if b.violations:
+        log.warning("ilp: the plan breaks %s (numerical tolerance)", ", ".join(v.kind for v in b.violations))
+    plan = Plan(problem.graph, best.placement, solver, b.objective_value)
+    return IlpSolution(plan, optimal, gap, time.perf_counter() - start)
+
+
+def _arguments(model: MilpModel, singles: list[Breakdown]) -> tuple[dict[str, Any], float]:
+    """scipy.optimize.milp's arguments for the model, and the factor the objective is scaled by."""
     lin = metrics(model)
     objective = _objective(model, lin)
     # Subnormal coefficients (a price of 1e-313 USD per byte) would overflow the scaling below;
@@ -72,27 +120,90 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: s
     objective[np.abs(objective) < np.finfo(np.float64).tiny] = 0.0
     _limits(model, lin)
     a = csr_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lo), len(model.lb)))
-    arguments = {"c": objective * _scale(problem, objective, model), "integrality": np.array(model.integer),
-                 "bounds": Bounds(model.lb, model.ub), "constraints": LinearConstraint(a, model.row_lo, model.row_hi)}
-    options = {"time_limit": time_limit_s, "mip_rel_gap": 0.0, "disp": DISP}
+    scale = _scale(objective, singles)
+    return {"c": objective * scale, "integrality": np.array(model.integer), "bounds": Bounds(model.lb, model.ub),
+            "constraints": LinearConstraint(a, model.row_lo, model.row_hi)}, scale
+
+
+def _run(arguments: dict[str, Any], time_limit_s: float, *, presolve: bool) -> OptimizeResult:
+    options = {"time_limit": time_limit_s, "mip_rel_gap": 0.0, "disp": DISP, "presolve": presolve}
     res = milp(**arguments, options=options)
-    if res.status == 2:
+    if res.status == 2 and presolve:
         # HiGHS's presolve has been seen to call a feasible model infeasible when a limit row has
         # large coefficients (an origin energy budget of 1e-9 J scaled to a right-hand side of 1);
         # confirm without presolve before telling the user there is no plan.
         res = milp(**arguments, options={**options, "presolve": False})
+    return res
+
+
+def _read(res: OptimizeResult, model: MilpModel) -> tuple[Plan, Breakdown] | None:
+    """HiGHS's plan (the device of largest x per node) with its evaluation, if it found one."""
     if res.x is None:
-        raise _infeasible(problem, timed_out=res.status == 1, time_limit_s=time_limit_s)
-    placement = {node.id: model.devices[int(np.argmax(res.x[v * len(model.devices):(v + 1) * len(model.devices)]))]
-                 for v, node in enumerate(problem.graph.nodes)}
-    b = evaluate(Plan(problem.graph, placement), problem)
-    gap = float(res.get("mip_gap") or 0.0)
-    if res.status != 0:
-        log.warning("ilp: HiGHS stopped (%s) with a gap of %.3g; the plan may not be optimal", res.message, gap)
-    if b.violations:
-        log.warning("ilp: the plan breaks %s (numerical tolerance)", ", ".join(v.kind for v in b.violations))
-    plan = Plan(problem.graph, placement, solver, b.objective_value)
-    return IlpSolution(plan, res.status == 0, gap, time.perf_counter() - start)
+        return None
+    k, graph = len(model.devices), model.problem.graph
+    placement = {node.id: model.devices[int(np.argmax(res.x[v * k:(v + 1) * k]))] for v, node in enumerate(graph.nodes)}
+    plan = Plan(graph, placement)
+    return plan, evaluate(plan, model.problem)
+
+
+def _incumbent(problem: Problem, singles: list[Breakdown]) -> tuple[Plan, Breakdown] | None:
+    """The best feasible plan among cheap ones: every single-device plan and, for a bottleneck
+    objective on a small cluster, `pipeline-dp`'s pipeline (25 ms for 500 nodes x 4 devices)."""
+    plans = [(all_on(problem.graph, d), b) for d, b in zip(problem.cluster.device_names, singles, strict=True)]
+    if (problem.objective.weights.get("bottleneck_s", 0.0) > 0 and len(problem.cluster.devices) <= PIPELINE_MAX_DEVICES
+            and len(problem.graph.nodes) <= PIPELINE_MAX_NODES):
+        try:
+            piped = pipeline_dp(problem)
+            plans.append((piped, evaluate(piped, problem)))
+        except (InfeasibleError, UserInputError):
+            pass  # no pipeline meets memory or links: the single-device plans remain
+    feasible = [(p, b) for p, b in plans if b.feasible and math.isfinite(b.objective_value)]
+    return min(feasible, key=lambda pb: pb[1].objective_value) if feasible else None
+
+
+def _caps(problem: Problem, incumbent: tuple[Plan, Breakdown] | None) -> Caps:
+    """Bounds every optimal plan meets: the limits, and what the incumbent's objective F leaves
+    for one metric once every other weighted metric is at its floor: w_m m <= F - sum_{m' != m}
+    w_m' floor_m' (every metric is at least its floor, `_floors`)."""
+    c, weights = problem.constraints, problem.objective.weights
+    floors = _floors(problem)
+    latency = c.deadline_s * (1 + CAP_SLACK) if c.deadline_s is not None else math.inf
+    bottleneck = (1 + CAP_SLACK) / c.request_rate_per_s if c.request_rate_per_s else math.inf
+    if incumbent is not None:
+        # CAP_SLACK keeps the incumbent (and any plan tied with it) clear of rounding.
+        f = incumbent[1].objective_value * (1 + CAP_SLACK)
+        floor_cost = {m: w * floors[m] for m, w in weights.items() if w > 0}
+        if weights.get("latency_s", 0.0) > 0:
+            rest = sum(v for m, v in floor_cost.items() if m != "latency_s")
+            latency = min(latency, (f - rest) / weights["latency_s"])
+        if weights.get("bottleneck_s", 0.0) > 0:
+            rest = sum(v for m, v in floor_cost.items() if m != "bottleneck_s")
+            bottleneck = min(bottleneck, (f - rest) / weights["bottleneck_s"])
+    return Caps(latency, bottleneck, floors["latency_s"])
+
+
+def _floors(problem: Problem) -> dict[Metric, float]:
+    """What every plan spends at least of each metric: every node on its cheapest device for it,
+    with no transfer (latency, energy and cost add up over nodes; the bottleneck is a max)."""
+    devices = problem.cluster.devices
+    floors: dict[Metric, float] = dict.fromkeys(("latency_s", "energy_j", "origin_energy_j", "cost_usd",
+                                                 "bottleneck_s"), 0.0)
+    for node in problem.graph.nodes:
+        times = [(d, t) for d in devices if math.isfinite(t := problem.node_time_s[d.name][node.id])]
+        if not times:
+            continue  # no device can run it: no plan is feasible, and 0 is still a floor
+        floors["latency_s"] += min(t for _, t in times)
+        floors["energy_j"] += min(terms.compute_energy_j(d, t) for d, t in times)
+        floors["cost_usd"] += min(terms.device_cost_usd(d, t, terms.compute_energy_j(d, t)) for d, t in times)
+        floors["bottleneck_s"] = max(floors["bottleneck_s"], min(terms.effective_busy_s(d, t) for d, t in times))
+    return floors
+
+
+def _gap(res: OptimizeResult, scaled_objective: float) -> float:
+    bound = res.get("mip_dual_bound")
+    if bound is None or not math.isfinite(bound) or scaled_objective <= 0:
+        return math.inf
+    return max(0.0, (scaled_objective - float(bound)) / scaled_objective)
 
 
 def _objective(model: MilpModel, lin: Metrics) -> np.ndarray:
@@ -103,10 +214,20 @@ def _objective(model: MilpModel, lin: Metrics) -> np.ndarray:
     c += weights.get("origin_energy_j", 0.0) * lin.energy_by_device_j[model.devices.index(model.problem.origin)]
     c += weights.get("cost_usd", 0.0) * lin.cost_usd
     if weights.get("bottleneck_s", 0.0):
+        # b is measured in units of its cap, so that every row is O(1). The cap itself goes into
+        # one row per resource (busy <= cap), never into b's bound: with the bound b <= cap, HiGHS
+        # 1.12's presolve returned suboptimal plans as optimal (test_ilp's regression tests keep
+        # two 5-node cases; a 9-row MILP reproduces it without coinfer).
+        cap = model.caps.bottleneck_s
+        unit = cap if 0 < cap < math.inf else 1.0
         model.bottleneck_var = b = model.var(0.0, math.inf)
-        c = np.append(c, weights["bottleneck_s"])
+        c = np.append(c, weights["bottleneck_s"] * unit)
         for resource in _resources(model, lin):
-            model.row({**_sparse(resource), b: -1.0}, -math.inf, 0.0)
+            model.row({**_sparse(resource / unit), b: -1.0}, -math.inf, 0.0)
+            if math.isfinite(cap):
+                model.row(_sparse(resource / unit), -math.inf, cap / unit)
+        single_resource_rows(model, b, unit)
+        c = np.append(c, np.zeros(len(model.lb) - len(c)))  # its auxiliary variables cost nothing
     return c
 
 
@@ -138,12 +259,12 @@ def _sparse(vector: np.ndarray) -> dict[int, float]:
     return {int(i): float(vector[i]) for i in np.flatnonzero(vector)}
 
 
-def _scale(problem: Problem, objective: np.ndarray, model: MilpModel) -> float:
+def _scale(objective: np.ndarray, singles: list[Breakdown]) -> float:
     """OBJECTIVE_SCALE / the best finite single-device objective, keeping every scaled coefficient
     below 1e12 (HiGHS reads costs >= 1e20 as infinite; absurd inputs such as a 1e-200 W device would
     otherwise get there)."""
     largest = float(np.max(np.abs(objective), initial=0.0))
-    refs = [evaluate(all_on(problem.graph, d), problem).objective_value for d in model.devices]
+    refs = [b.objective_value for b in singles]
     finite = [r for r in refs if 0 < r < math.inf]
     ref = max(min(finite) if finite else largest, largest * 1e-8)
     scale = OBJECTIVE_SCALE / ref if ref > 0 else 1.0

@@ -19,12 +19,26 @@ Variables (all in [0, 1] unless said otherwise):
 - used[d] >= x[v,d] when d has a queueing time (background load): charged once per request.
 - mem[d] >= ws(v) x[v,d] / M_d (largest working set on d, as a fraction of the memory M_d), with
   sum_v params(v) x[v,d] / M_d + mem[d] <= 1.
-- b >= 0 (only for the throughput objective): b >= busy_d / (1 - rho_d) and b >= link busy.
+- b >= 0 (only for the throughput objective): b >= busy_d / (1 - rho_d) and b >= link busy, and
+  the valid rows of `single_resource_rows`, which keep the LP from halving an unavoidable hop by
+  splitting it over parallel links.
+
+Caps (`Caps`): an upper bound on the latency and on the bottleneck that every optimal plan meets
+(from an incumbent plan's objective, a deadline or a request rate; see `ilp`). Latency is at
+least the compute floor (every node on its fastest device) plus any one hop, or with node v on d
+the floor less v's fastest time plus its time on d; the bottleneck is at least any one stretched
+node time or hop. So a node time or hop that breaks a cap rules the placement out exactly as a
+missing link does: x[v,d] = 0, or the pair (u on p, read on d) is forbidden. Where some pairs are
+forbidden, one row per reader c, x[u,p] + sum_{d not reachable from p} x[c,d] <= 1, says it
+for the LP relaxation far more tightly than the pairwise rows; with a tight cap most large
+values cannot leave a slow origin at all (x[u,p] <= x[c,p]), which is what lifts the
+bottleneck objective's weak LP bound (every node spread evenly over the devices costs no
+transfer at all in the relaxation).
 
 y, z and used may be continuous: every metric and every constraint grows with them, so the
 solver sets them to their lower bounds, which are 0 or 1 once x is integral. Node times, queues
 and missing links that make a placement infinitely costly are turned into forbidden x by bounds.
-Size: N D binaries, about (N + E) D^2 rows for E edges.
+Size: N D binaries, about (N + E) D^2 rows for E edges, less what the caps forbid.
 """
 
 from __future__ import annotations
@@ -47,6 +61,22 @@ FloatArray = NDArray[np.float64]
 LIMIT_MARGIN = 1e-5
 
 
+@dataclass(frozen=True)
+class Caps:
+    """Upper bounds (s) on the latency and on the bottleneck of every plan worth finding, and the
+    compute time every plan spends at least (each node on its fastest device): latency counts it
+    besides any one hop."""
+
+    latency_s: float = math.inf
+    bottleneck_s: float = math.inf
+    latency_floor_s: float = 0.0
+
+    @property
+    def hop_s(self) -> float:
+        """A single hop longer than this breaks a cap (hops count in latency and in link busy)."""
+        return min(self.latency_s - self.latency_floor_s, self.bottleneck_s)
+
+
 @dataclass
 class Hop:
     """A variable that, at 1, sends `size_bytes` over the link source->target (device indices)."""
@@ -65,6 +95,7 @@ class MilpModel:
     problem: Problem
     devices: list[str]
     allowed: NDArray[np.bool_]
+    caps: Caps = field(default_factory=Caps)
     lb: list[float] = field(default_factory=list)
     ub: list[float] = field(default_factory=list)
     integer: list[int] = field(default_factory=list)
@@ -74,6 +105,7 @@ class MilpModel:
     row_lo: list[float] = field(default_factory=list)
     row_hi: list[float] = field(default_factory=list)
     hops: list[Hop] = field(default_factory=list)
+    sends: dict[int, list[Hop]] = field(default_factory=dict)  # node value u -> its z hops
     used: dict[int, int] = field(default_factory=dict)
     bottleneck_var: int | None = None
 
@@ -98,11 +130,13 @@ class MilpModel:
         return v * len(self.devices) + d
 
 
-def build(problem: Problem) -> MilpModel:
-    """The placement MILP for `problem` (rows for its constraints; objective via `metrics`)."""
+def build(problem: Problem, caps: Caps | None = None) -> MilpModel:
+    """The placement MILP for `problem` (rows for its constraints; objective via `metrics`),
+    without the plans that break `caps` (see the module docstring)."""
     graph, cluster = problem.graph, problem.cluster
     devices = list(cluster.device_names)
-    model = MilpModel(problem, devices, _allowed(problem, devices))
+    caps = caps or Caps()
+    model = MilpModel(problem, devices, _allowed(problem, devices, caps), caps)
     for v in range(len(graph.nodes)):
         for d in range(len(devices)):
             model.var(0.0, float(model.allowed[v, d]), integer=True)
@@ -118,8 +152,9 @@ def build(problem: Problem) -> MilpModel:
     return model
 
 
-def _allowed(problem: Problem, devices: list[str]) -> NDArray[np.bool_]:
-    """x[v,d] may be 1: finite time and queue, the node's working set fits, the result can return."""
+def _allowed(problem: Problem, devices: list[str], caps: Caps) -> NDArray[np.bool_]:
+    """x[v,d] may be 1: finite time and queue, the node's working set fits, the result can return,
+    and neither its time nor its result's return breaks a cap."""
     graph, cluster, origin = problem.graph, problem.cluster, problem.origin
     outputs = set(graph.outputs)
     ok = np.ones((len(graph.nodes), len(devices)), dtype=bool)
@@ -127,11 +162,21 @@ def _allowed(problem: Problem, devices: list[str]) -> NDArray[np.bool_]:
         dev = cluster.device(name)
         if math.isinf(terms.queueing_time_s(dev.background)) or math.isinf(terms.effective_busy_s(dev, 1.0)):
             ok[:, d] = False
+        back = cluster.link(name, origin)
         for v, node in enumerate(graph.nodes):
-            if (math.isinf(problem.node_time_s[name][node.id]) or working_set_bytes(problem, v) > dev.memory_bytes
-                    or (node.id in outputs and name != origin and cluster.link(name, origin) is None)):
+            t = problem.node_time_s[name][node.id]
+            others_s = caps.latency_floor_s - min(problem.node_time_s[n][node.id] for n in devices)
+            if (math.isinf(t) or others_s + t > caps.latency_s or terms.effective_busy_s(dev, t) > caps.bottleneck_s
+                    or working_set_bytes(problem, v) > dev.memory_bytes
+                    or (node.id in outputs and name != origin
+                        and _over(terms.transfer_time_s(back, node.output_bytes), caps.hop_s))):
                 ok[v, d] = False
     return ok
+
+
+def _over(time_s: float, cap_s: float) -> bool:
+    """A hop that takes longer than the cap, or cannot happen (no link: an infinite time)."""
+    return time_s > cap_s or math.isinf(time_s)
 
 
 def working_set_bytes(problem: Problem, v: int) -> int:
@@ -152,9 +197,10 @@ def _transfers(model: MilpModel) -> None:
             link = cluster.link(devices[origin], devices[d])
             if d == origin or not readers:
                 continue
-            if link is None:
+            if _over(terms.transfer_time_s(link, gi.spec.size_bytes), model.caps.hop_s):
                 for c in readers:
                     model.ub[model.x(c, d)] = 0.0
+                    model.allowed[c, d] = False
                 continue
             y = model.var()
             model.hops.append(Hop(y, origin, d, gi.spec.size_bytes, terms.transfer_time_s(link, gi.spec.size_bytes)))
@@ -178,12 +224,19 @@ def _value_rows(model: MilpModel, u: int, size: int, readers: list[int]) -> None
             if p == d:
                 continue
             link = cluster.link(devices[p], devices[d])
-            if link is None:
+            time_s = terms.transfer_time_s(link, size)
+            if _over(time_s, model.caps.hop_s):
                 model.row({model.x(u, p): 1.0, y[d]: 1.0}, -math.inf, 1.0)
                 continue
             z[p, d] = model.var()
-            model.hops.append(Hop(z[p, d], p, d, size, terms.transfer_time_s(link, size)))
+            model.hops.append(Hop(z[p, d], p, d, size, time_s))
+            model.sends.setdefault(u, []).append(model.hops[-1])
             model.row({z[p, d]: 1.0, model.x(u, p): -1.0, y[d]: -1.0}, -1.0, math.inf)
+    for p in range(k):  # u made on p: every reader on p or on a device u may be sent to
+        unreachable = [d for d in range(k) if d != p and (p, d) not in z]
+        if unreachable and model.allowed[u, p]:
+            for c in readers:
+                model.row({model.x(u, p): 1.0, **{model.x(c, d): 1.0 for d in unreachable}}, -math.inf, 1.0)
     for d in range(k):  # arrives on d from somewhere
         into = {z[p, d]: 1.0 for p in range(k) if (p, d) in z}
         model.row({**into, y[d]: -1.0, model.x(u, d): 1.0}, 0.0, math.inf)
@@ -205,6 +258,55 @@ def _results(model: MilpModel) -> None:
             link = cluster.link(devices[p], devices[origin])
             if p != origin and link is not None:
                 model.hops.append(Hop(model.x(v, p), p, origin, size, terms.transfer_time_s(link, size)))
+
+
+def single_resource_rows(model: MilpModel, b: int, unit_s: float) -> None:
+    """Valid rows b >= what one node or one value alone puts on one resource (only with b).
+
+    The LP relaxation of the max splits an unavoidable hop over parallel links (a node reading
+    the model input half on each of two edge servers puts half the input on each uplink), which
+    halves its bound; these rows charge the whole hop whatever the split. Each holds at every
+    integral point, so the optimum is unchanged:
+    - node v, on whichever device d it runs, loads one resource with at least L[v,d] = the largest
+      of its stretched time, the hop origin -> d of each graph input it reads, and its result's
+      return d -> origin: b >= sum_d L[v,d] x[v,d];
+    - a value u with one reader: at most one of its hops happens, b >= sum of time * z over them;
+    - a value u with several readers, per reader c: a[u,c,d] >= x[c,d] - x[u,d] (0 <= a <= 1) is
+      1 when c runs on d and u does not, and then some hop into d, of at least the shortest time
+      h[u,d] into d, carries u: b >= sum_d h[u,d] a[u,c,d].
+    """
+    problem, cluster = model.problem, model.problem.cluster
+    graph, origin = problem.graph, problem.origin
+    outputs = set(graph.outputs)
+    for v, node in enumerate(graph.nodes):
+        row: dict[int, float] = {b: 1.0}
+        for d, name in enumerate(model.devices):
+            if not model.allowed[v, d]:
+                continue
+            load = terms.effective_busy_s(cluster.device(name), problem.node_time_s[name][node.id])
+            if name != origin:
+                for src in dict.fromkeys(node.inputs):
+                    if src in graph.input_names:
+                        load = max(load, terms.transfer_time_s(cluster.link(origin, name), graph.tensor_bytes(src)))
+                if node.id in outputs:
+                    load = max(load, terms.transfer_time_s(cluster.link(name, origin), node.output_bytes))
+            row[model.x(v, d)] = -load / unit_s
+        model.row(row, 0.0, math.inf)
+    for u, hops in model.sends.items():
+        readers = [graph.index[c] for c in graph.consumers[graph.nodes[u].id]]
+        if len(readers) == 1:
+            model.row({b: 1.0, **{h.var: -h.time_s / unit_s for h in hops}}, 0.0, math.inf)
+            continue
+        into: dict[int, float] = {}
+        for h in hops:
+            into[h.target] = min(into.get(h.target, math.inf), h.time_s)
+        for c in readers:
+            row = {b: 1.0}
+            for d, time_s in into.items():
+                a = model.var()
+                row[a] = -time_s / unit_s
+                model.row({a: 1.0, model.x(c, d): -1.0, model.x(u, d): 1.0}, 0.0, math.inf)
+            model.row(row, 0.0, math.inf)
 
 
 def _memory(model: MilpModel) -> None:

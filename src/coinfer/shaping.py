@@ -1,4 +1,4 @@
-"""In-process link emulation: when a message sent now would arrive over an emulated link.
+"""Link emulation in closed form: when a message sent now would arrive over an emulated link.
 
 A link is a FIFO server: a message waits until the link is free, occupies it for the per-message
 overhead plus its bytes at the link's bandwidth (constant, or following a bandwidth trace over
@@ -9,6 +9,8 @@ idle, and it queues messages behind each other when it is not, as a real link do
 The schedule is computed from the clock alone (a token bucket in closed form), so it is
 deterministic: the same sends at the same times give the same arrival times, on any machine.
 Traces use the format of ../shared/data/traces (`time_s  bandwidth_mbit_per_s` per line).
+The runtime's link senders (coinfer.runtime.links) and the simulator (coinfer.sim) both use it,
+so an emulated link and a simulated one are the same equations.
 """
 
 from __future__ import annotations
@@ -95,10 +97,13 @@ class LinkShaper:
         self.overhead_s = overhead_s
         self.start_s = start_s
         self.free_at_s = -math.inf
+        self.last_start_s = -math.inf
 
     def arrival_s(self, now_s: float, size_bytes: int) -> float:
         """When a message of `size_bytes` handed to the link at `now_s` arrives at the other end."""
-        begin = max(now_s, self.free_at_s) + self.overhead_s
+        # the message's own transfer time (overhead + bytes + delay) starts here; before it, it queued
+        self.last_start_s = max(now_s, self.free_at_s)
+        begin = self.last_start_s + self.overhead_s
         self.free_at_s = self.transmit_end_s(begin, size_bytes * 8.0)
         return self.free_at_s + self.latency_s
 

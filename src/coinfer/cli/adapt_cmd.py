@@ -1,0 +1,193 @@
+"""`coinfer adapt`: serve a stream while a policy re-partitions it as links and loads change."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from coinfer.cli.common import add_model_arguments, print_json
+from coinfer.cli.plan_cmd import add_problem_arguments, problem_from_args
+from coinfer.cli.run_cmd import _progress, _workers, read_inputs
+from coinfer.errors import UserInputError
+from coinfer.plan import Plan
+from coinfer.problem import Problem
+from coinfer.report import table
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("adapt", help="serve a request stream while an adaptive policy re-partitions it",
+                       description="Serve N requests of MODEL (or of a saved PLAN's model) over the cluster, with "
+                       "link bandwidth following a trace, while a policy (static, reap, partial, resolve) "
+                       "switches plans live; report latency, energy, deadline misses, switches and lost requests. "
+                       "Runs on local worker processes (default) or in the simulator (--simulate).")
+    add_model_arguments(p)
+    add_problem_arguments(p)
+    p.add_argument("--static-solver", default="ilp", help="solver of the plan served first, the static baseline "
+                   "(default ilp: the exact optimum for the configured cluster)")
+    p.add_argument("--policy", default="partial", help="static | reap | partial | resolve (default partial)")
+    p.add_argument("--compare", metavar="P1,P2,...", help="serve the same stream once per policy; one table")
+    p.add_argument("--trace", action="append", default=[], metavar="[SRC->DST=]FILE",
+                   help="a link's bandwidth follows this trace (time_s mbit_per_s lines, ../shared/data/traces); "
+                   "without SRC->DST, the origin's uplinks follow it")
+    p.add_argument("--trace-speedup", type=float, default=1.0, help="play traces this many times faster")
+    p.add_argument("--requests", type=int, default=200, help="requests to serve (default 200)")
+    p.add_argument("--in-flight", type=int, default=1, metavar="K", help="requests outstanding at once")
+    p.add_argument("--simulate", action="store_true", help="run in the discrete-event simulator, not on workers")
+    p.add_argument("--workers", metavar="NAME=HOST:PORT,...", help="running workers; default: local processes")
+    p.add_argument("--emulate", choices=["plan", "off"], default=None,
+                   help="hold each stage for its predicted time on the device it plays (default plan when local)")
+    p.add_argument("--threads", type=int, default=1, help="compute threads per local worker (default 1)")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="give up on a request after this long")
+    p.add_argument("--connect-timeout-s", type=float, default=10.0, help="how long a worker may take to answer")
+    p.add_argument("--verify", action="store_true", help="check every output against the unpartitioned model")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="timeline: bandwidth, cut in use, latency")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run, shaping="inproc", local=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from coinfer.adapt.policies import get_policy
+    from coinfer.solve import get_solver
+
+    if args.requests < 1 or args.in_flight < 1:
+        raise UserInputError("--requests and --in-flight must be at least 1")
+    problem = problem_from_args(args)
+    names = [n.strip() for n in (args.compare or args.policy).split(",") if n.strip()]
+    policies = {name: get_policy(name) for name in names}  # unknown names fail here, before any worker starts
+    static = get_solver(args.static_solver)(problem)
+    traces = link_traces(args.trace, args.trace_speedup, problem)
+    reports = {}
+    for name, policy in policies.items():
+        if args.simulate:
+            reports[name] = _simulate(problem, static, policy, traces, args)
+        else:
+            reports[name] = _serve(problem, static, policy, traces, args)
+    if args.plot:
+        _plot(args.plot, reports, problem)
+    if args.json:
+        print_json(reports if args.compare else reports[names[0]])
+    else:
+        print(f"static plan ({args.static_solver}): {static}")
+        print(comparison(reports))
+        for name, r in reports.items():
+            for s in r["switches"][:20]:
+                which = f" (request {s['request_id']})" if s["request_id"] is not None else ""
+                print(f"{name}: switch at {s['at_s']:.1f} s{which} to {s['plan']}: {s['reason']}")
+        for name, r in reports.items():
+            if "bit_identical" in r:
+                verdict = "bit-identical" if r["bit_identical"] else "NOT identical"
+                print(f"{name}: verify: every output vs the unpartitioned model: {verdict}")
+        if args.plot:
+            print(f"wrote {args.plot}")
+    lost = sum(r["lost"] + r["duplicated"] for r in reports.values())
+    return 0 if lost == 0 else 1
+
+
+def link_traces(items: list[str], speedup: float, problem: Problem) -> dict[tuple[str, str], Any]:
+    """`--trace [SRC->DST=]FILE`; a bare FILE is every link out of the origin."""
+    from coinfer.cli.run_cmd import read_traces
+
+    explicit = [i for i in items if "->" in i.partition("=")[0] and "=" in i]
+    bare = [i for i in items if i not in explicit]
+    origin = problem.origin
+    uplinks = [f"{lk.source}->{lk.target}" for lk in problem.cluster.links if lk.source == origin]
+    expanded = explicit + [f"{link}={path}" for path in bare for link in uplinks]
+    return read_traces(expanded, speedup, problem)
+
+
+def _serve(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, str], Any],
+           args: argparse.Namespace) -> dict[str, Any]:
+    from coinfer.runtime.adaptive import serve_adaptive, summary
+    from coinfer.runtime.client import Client
+    from coinfer.runtime.executor import reference_outputs
+    from coinfer.runtime.run import RunOptions
+
+    inputs = read_inputs([], problem.graph)
+    args.local = args.workers is None
+    options = RunOptions(requests=args.requests, in_flight=args.in_flight, timeout_s=args.timeout_s,
+                         connect_timeout_s=args.connect_timeout_s, traces=traces, shaping="inproc",
+                         emulate=(args.emulate or ("plan" if args.local else "off")) == "plan")
+    devices = problem.cluster.device_names
+    with _workers(args, tuple(devices), "inproc", problem) as site, \
+            Client(site.client_workers, sink_host=site.sink_host) as client, _progress(args.requests) as bar:
+        sink = site.client_address(client.sink_port) if site.client_address else None
+        run = serve_adaptive(problem, static, policy, client, site.endpoint, options, lambda _: inputs,
+                             client_address=sink, on_record=lambda _: bar(1))
+    report = summary(run, problem)
+    report.update(policy=policy.name, mode="workers", timeline=_timeline(run, problem, traces))
+    if args.verify:
+        reference = reference_outputs(problem.graph, inputs, args.threads)
+        identical = all(o.ok and all((o.outputs[k] == v).all() for k, v in _by_value(o, reference).items())
+                        for o in run.outcomes)
+        report["bit_identical"] = identical
+    return report
+
+
+def _by_value(outcome: Any, reference: dict[str, Any]) -> dict[str, Any]:
+    return {name: ref for name, ref in reference.items() if name in outcome.outputs}
+
+
+def _timeline(run: Any, problem: Problem, traces: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """Per request: when it was sent, its latency and the plan version; per traced link, its bandwidth."""
+    sent = [r.sent_s for r in run.records]
+    return {"sent_s": sent, "latency_s": [r.latency_s for r in run.records],
+            "plan_version": [r.plan_version for r in run.records],
+            "cut_bytes": [run.cut_bytes.get(r.plan_version) for r in run.records],
+            "bandwidth_bits_per_s": {f"{s}->{t}": [trace.bits_per_s_at(x) for x in sent]
+                                     for (s, t), trace in traces.items()}}
+
+
+def _simulate(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, str], Any],
+              args: argparse.Namespace) -> dict[str, Any]:
+    from coinfer.cost import evaluate
+    from coinfer.sim.adaptive import simulate_adaptive
+
+    result = simulate_adaptive(problem, policy, static=static, traces=traces, requests=args.requests,
+                               in_flight=args.in_flight)
+    cut = [evaluate(p, problem).cut_bytes for p in result.plans]  # by version - 1
+    records = sorted(result.records, key=lambda r: r.sent_s)
+    sent = [r.sent_s for r in records]
+    return {
+        "policy": policy.name, "mode": "simulated", "requests": result.sent, "ok": len(result.records) - sum(
+            1 for r in result.records if not r.ok), "lost": result.lost, "duplicated": result.duplicated,
+        "latency_s": {"p50": result.latency_p50_s, "p95": result.latency_p95_s, "mean": result.latency_mean_s},
+        "energy_j_per_request": result.mean_energy_j, "energy_source": "model",
+        "deadline_s": result.deadline_s, "deadline_misses": result.deadline_misses,
+        "switches": [{"at_s": sw.at_s, "request_id": None, "from_version": sw.from_version,
+                      "to_version": sw.to_version, "plan": sw.to_plan, "reason": sw.reason} for sw in result.switches],
+        "throughput_rps": result.throughput_rps, "plans": {str(v): str(p) for v, p in enumerate(result.plans, 1)},
+        "timeline": {"sent_s": sent, "latency_s": [r.latency_s for r in records],
+                     "plan_version": [r.plan_version for r in records],
+                     "cut_bytes": [cut[r.plan_version - 1] for r in records],
+                     "bandwidth_bits_per_s": {f"{a}->{b}": [trace.bits_per_s_at(x) for x in sent]
+                                              for (a, b), trace in traces.items()}},
+    }
+
+
+def comparison(reports: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    base = reports.get("static")
+    for name, r in reports.items():
+        lat = r["latency_s"]
+        energy = r.get("energy_j_per_request")
+        delta = ""
+        if base is not None and name != "static" and lat["mean"] and base["latency_s"]["mean"]:
+            delta = f"{(lat['mean'] / base['latency_s']['mean'] - 1) * 100:+.1f}%"
+            if energy and base.get("energy_j_per_request"):
+                delta += f" / {(energy / base['energy_j_per_request'] - 1) * 100:+.1f}%"
+        rows.append([name, _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["mean"]), "-" if energy is None else energy,
+                     r["deadline_misses"], len(r["switches"]), r["lost"], r["duplicated"], delta])
+    return table(["policy", "p50 ms", "p95 ms", "mean ms", "energy J/req", "deadline misses", "switches", "lost",
+                  "duplicated", "vs static (latency / energy)"], rows)
+
+
+def _ms(value: float | None) -> object:
+    return "-" if value is None else value * 1e3
+
+
+def _plot(path: Path, reports: dict[str, dict[str, Any]], problem: Problem) -> None:
+    from coinfer.plots import plot_adapt_timeline
+
+    plot_adapt_timeline({name: r["timeline"] for name, r in reports.items()}, path,
+                        deadline_s=problem.constraints.deadline_s)
