@@ -124,22 +124,30 @@ def measure_caught(spec: str, *args: Any) -> dict[str, Any]:
 # -- the survey: one subprocess per model ------------------------------------------------------------
 
 def param_bytes_hint(spec: str) -> int:
-    """Parameter and buffer bytes of a torchvision model, built on the meta device (no memory, no time); 0 if unknown.
+    """About how many parameter bytes a model has, without building it (0 if unknown).
 
-    Only orders the survey (largest last); the skip decision uses the captured graph's own count."""
+    Only orders the survey, largest last; the skip decision uses the captured graph's own count.
+    torchvision: the parameter count its published weights declare, as float32 (building on the meta
+    device fails for RegNet, which sizes its layers with tensor arithmetic); hf: the model built on the
+    meta device."""
     import torch
-    import torchvision
 
     kind, _, name = spec.partition(":")
-    if kind != "torchvision":
-        return 0
     try:
-        with torch.device("meta"):
-            model = torchvision.models.get_model(name, weights=None)
-    except Exception:  # some builder refuses the meta device: order it as unknown
+        if kind == "torchvision":
+            import torchvision
+
+            return 4 * max(w.meta["num_params"] for w in torchvision.models.get_model_weights(name))
+        if kind == "hf":
+            from coinfer.capture.hf import build_hf
+
+            with torch.device("meta"):
+                model, _ = build_hf(name, None, None, 0)
+            tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+            return sum(t.numel() * t.element_size() for t in tensors.values())
+    except Exception:  # a model without published weights, say: order it as unknown
         return 0
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    return 0
 
 
 def group_rss_bytes(pgid: int) -> int:

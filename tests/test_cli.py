@@ -142,3 +142,23 @@ def test_plot_of_every_cut(files, capsys, tmp_path) -> None:  # type: ignore[no-
     png = tmp_path / "cuts.png"
     assert main(["plan", str(graph), "--cluster", str(cluster), "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_adapt_compare_in_the_simulator(files, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    trace = tmp_path / "trace.txt"
+    trace.write_text("0 8\n1 0.1\n30 8\n")  # the uplink collapses after 1 s, for the rest of the run
+    code, doc = run_json(capsys, "adapt", str(graph), "--cluster", str(cluster), "--simulate", "--requests", "60",
+                         "--trace", str(trace), "--compare", "static,partial")
+    assert code == 0
+    assert set(doc) == {"static", "partial"}
+    for report in doc.values():
+        assert report["lost"] == 0 and report["duplicated"] == 0 and report["requests"] == 60
+        assert {"p50", "p95", "mean"} <= set(report["latency_s"]) and report["timeline"]["sent_s"]
+    assert doc["static"]["switches"] == []
+
+
+def test_adapt_unknown_policy_is_one_message(files, capsys) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    assert main(["adapt", str(graph), "--cluster", str(cluster), "--simulate", "--policy", "nope"]) == 2
+    assert "unknown policy 'nope'; policies: static" in capsys.readouterr().err

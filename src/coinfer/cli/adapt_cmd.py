@@ -93,7 +93,7 @@ def link_traces(items: list[str], speedup: float, problem: Problem) -> dict[tupl
     origin = problem.origin
     uplinks = [f"{lk.source}->{lk.target}" for lk in problem.cluster.links if lk.source == origin]
     expanded = explicit + [f"{link}={path}" for path in bare for link in uplinks]
-    return read_traces(expanded, speedup, problem)
+    return read_traces(expanded, speedup, problem, "--trace")
 
 
 def _serve(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, str], Any],

@@ -186,7 +186,8 @@ def parse_workers(text: str) -> dict[str, str]:
     return out
 
 
-def read_traces(items: list[str], speedup: float, problem: Problem) -> dict[tuple[str, str], Any]:
+def read_traces(items: list[str], speedup: float, problem: Problem,
+                flag: str = "--link-trace") -> dict[tuple[str, str], Any]:
     from coinfer.shaping import load_trace
 
     traces = {}
@@ -194,9 +195,9 @@ def read_traces(items: list[str], speedup: float, problem: Problem) -> dict[tupl
         pair, eq, path = item.partition("=")
         source, arrow, target = pair.partition("->")
         if not eq or not arrow:
-            raise UserInputError(f"--link-trace {item!r} should look like phone->edge=path/to/trace")
+            raise UserInputError(f"{flag} {item!r} should look like phone->edge=path/to/trace")
         if problem.cluster.link(source, target) is None:
-            raise UserInputError(f"--link-trace {item!r}: the plan's cluster has no link {source} -> {target}")
+            raise UserInputError(f"{flag} {item!r}: the cluster has no link {source} -> {target}")
         traces[(source, target)] = load_trace(path, speedup)
     return traces
 
