@@ -6,7 +6,10 @@ least two tensors cross it when the graph has such a place nearby (benchmarks/_c
 tests/runtime/test_lossless_models.py), run a few requests on three local worker processes (1 thread
 each, links and devices not emulated, codec none) and compare the outputs with the eager model run
 at the workers' thread count: bit-identical, else the largest absolute error and that error over the
-output's scale (its largest absolute value).
+output's scale (its largest absolute value). A model whose output is all zeros compares nothing
+upstream of its last layer (torchvision's ViTs zero their classifier head at random initialisation),
+so it is run a second time as `python:lossless_survey:nonzero_NAME`: the same model with its all-zero
+weights drawn at random.
 
 Each model runs in its own subprocess with its own three workers (a crash or an out-of-memory kill
 ends one row, not the survey; the workers' executors, cached per graph, are freed with them), and
@@ -16,13 +19,14 @@ are skipped (every worker rebuilds the whole model, and so does the reference).
 
     .venv/bin/python benchmarks/lossless_survey.py [--models resnet18,hf:gpt2] [--requests 2] \
         [--skip-larger-than-gflops 100] [--max-param-gb 3] [--timeout-s 1200] [--json out.json]
-    .venv/bin/python benchmarks/lossless_survey.py --render out.json    # the table of a saved (partial) run
+    .venv/bin/python benchmarks/lossless_survey.py --render out.json[,more.json]   # the table of saved rows
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -42,13 +46,41 @@ CLUSTER: dict[str, Any] = {
     "devices": {"a": {"flops_per_s": 1e10, "origin": True}, "b": {"flops_per_s": 1e10}, "c": {"flops_per_s": 1e10}},
     "links": [{"between": [x, y], "bandwidth_bits_per_s": 1e9} for x, y in (("a", "b"), ("b", "c"), ("a", "c"))],
 }
-# Measured here: peak memory (the model's process and its three workers) is about 3 GB plus 5.3x the
-# parameter bytes (vit_l_32: 9.6 GB for 1.23 GB; each worker and the reference build the whole model),
-# so 3 GB of parameters (the largest survey models, vit_h_14 and regnet_y_128gf, have 2.5 and 2.6) stays
-# near 19 GB of the machine's 24.
+# Measured here: peak memory (the model's process and its three workers) is about 3 GB plus 5.5x the
+# parameter bytes (vit_h_14: 16.8 GB for 2.53 GB, regnet_y_128gf: 17.1 GB for 2.58 GB; every worker and
+# the reference build the whole model), so 3 GB of parameters stays under 20 GB of the machine's 24.
 MAX_PARAM_GB = 3.0
 SCALE_TOLERANCE = 1e-5  # max abs error / output scale that counts as equal (the lossless test's bound)
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+HERE = Path(__file__).resolve().parent
+VARIANT = "nonzero_"  # python:lossless_survey:nonzero_NAME is torchvision's NAME with its all-zero weights random
+
+
+def nonzero_weights(name: str) -> tuple[Any, tuple[Any, ...]]:
+    """torchvision's NAME as `torchvision:NAME` builds it, but every all-zero weight of two or more dimensions
+    drawn from N(0, 0.02), seeded.
+
+    torchvision's ViTs zero their classifier head (and class token) at random initialisation, so their
+    output is all zeros whatever the layers before it compute: comparing it checks nothing."""
+    import torch
+
+    from coinfer.capture.models import build
+    from coinfer.capture.spec import parse_spec
+
+    model, inputs = build(parse_spec(f"torchvision:{name}"), None, 0, None, None)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() >= 2 and not weight.any():
+                weight.copy_(torch.randn(weight.shape, generator=generator) * 0.02)
+    return model, inputs
+
+
+def __getattr__(name: str) -> Any:
+    """`nonzero_NAME` for every torchvision NAME (PEP 562: a python: spec names a callable of this module)."""
+    if name.startswith(VARIANT):
+        return functools.partial(nonzero_weights, name.removeprefix(VARIANT))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- one model, in its own process ----------------------------------------------------------------
@@ -83,6 +115,8 @@ def measure(spec: str, requests: int, max_param_gb: float | None, max_gflops: fl
     problem = make_problem(graph, cluster_from_dict(CLUSTER, "lossless-survey.yaml"))
     options = RunOptions(requests=requests, verify=True, emulate=False, shaping="none", timeout_s=request_timeout_s,
                          deploy_timeout_s=request_timeout_s)
+    # workers rebuild python:lossless_survey:... variants, so they must import this module
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     # one thread per worker, as in the lossless test; run_plan computes the reference at the same count
     with LocalWorkers(DEVICES, threads=1) as workers:
@@ -231,6 +265,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             # a 1 where the graph has wider places elsewhere says the window missed them, not that there are none
             widest = f"{r['widest_cut']}" + ("" if r["widest_cut"] >= 2 else f" (graph max {r['graph_max_crossing']})")
         note = "" if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"
+        if r["status"] == "ok" and r["output_scale"] == 0:
+            note = "output all zeros: nothing upstream compared"
+        if "variant_of" in r:
+            note = f"{r['variant_of']} with its all-zero weights random; {note}".rstrip("; ")
         note = note.replace("|", "/").replace("\n", " ")
         out.append(f"| {r['spec']} | {r.get('nodes', '')} | {r.get('stages', '')} | {widest} | {identical} | "
                    f"{_num(r.get('max_abs_err'), '.3g')} | {_num(r.get('relative_err'), '.2g')} | "
@@ -239,15 +277,22 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    ran = [r for r in rows if r["status"] == "ok"]
+    survey = [r for r in rows if "variant_of" not in r]
+    variants = [r for r in rows if "variant_of" in r]
+    ran = [r for r in survey if r["status"] == "ok"]
     identical = [r for r in ran if r["bit_identical"]]
     close = [r for r in ran if r["relative_err"] is not None and r["relative_err"] <= SCALE_TOLERANCE]
+    zeros = [r for r in ran if r["output_scale"] == 0]
     wide = [r for r in ran if r["widest_cut"] >= 2]
     skipped = [r for r in rows if r["status"] == "skipped"]
     failed = [r for r in rows if r["status"] == "failed"]
-    lines = [f"{len(identical)}/{len(rows)} bit-identical; {len(close)}/{len(rows)} within {SCALE_TOLERANCE:g} of the "
-             f"output scale; {len(wide)}/{len(ran)} run with >= 2 tensors crossing a cut; "
-             f"{len(skipped)} skipped, {len(failed)} failed"]
+    lines = [f"{len(identical)}/{len(survey)} bit-identical ({len(zeros)} of them with all-zero outputs); "
+             f"{len(close)}/{len(survey)} within {SCALE_TOLERANCE:g} of the output scale; {len(wide)}/{len(ran)} run "
+             f"with >= 2 tensors crossing a cut; {len(skipped)} skipped, {len(failed)} failed"]
+    if variants:
+        same = [r for r in variants if r["status"] == "ok" and r["bit_identical"] and r["output_scale"] > 0]
+        lines.append(f"all-zero outputs run again with the zero weights random: {len(same)}/{len(variants)} "
+                     "bit-identical with non-zero outputs")
     if ran:
         lines.append(f"total wall time {sum(r.get('wall_s', 0) for r in rows) / 60:.1f} min; peak memory "
                      f"{max(r.get('peak_rss_gb', 0) for r in rows):.1f} GB")
@@ -255,7 +300,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     lines += [f"- FAILED {r['spec']}: {r.get('error', '')}" for r in failed]
     lines += [f"- not bit-identical {r['spec']}: max abs error {r['max_abs_err']:.3g}, "
               f"{_num(r['relative_err'], '.2g')} of scale {r['output_scale']:.3g}"
-              for r in ran if not r["bit_identical"]]
+              for r in rows if r["status"] == "ok" and not r["bit_identical"]]
     return "\n".join(lines)
 
 
@@ -282,7 +327,8 @@ def main() -> None:
     parser.add_argument("--order", choices=("size", "survey"), default="size",
                         help="size: smallest parameters first (default); survey: the capture survey's order")
     parser.add_argument("--json", help="also write the rows to this JSON file (after every model)")
-    parser.add_argument("--render", help="print the table and summary of a saved JSON file and exit")
+    parser.add_argument("--render", help="print the table and summary of saved JSON files (comma-separated; a "
+                        "model's row in a later file replaces its row in an earlier one) and exit")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--request-timeout-s", type=float, default=600.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -291,7 +337,13 @@ def main() -> None:
                                         args.request_timeout_s)))
         return
     if args.render:
-        rows = json.loads(Path(args.render).read_text())
+        merged: dict[str, dict[str, Any]] = {}
+        for path in args.render.split(","):
+            merged.update({r["spec"]: r for r in json.loads(Path(path).read_text())})
+        first = {spec: i for i, spec in enumerate(merged)}
+        # a variant row right after the row of the model it varies
+        rows = sorted(merged.values(), key=lambda r: (first.get(r.get("variant_of"), first[r["spec"]]),
+                                                      "variant_of" in r))
         print(table(rows) + "\n\n" + summary(rows))
         return
     # SIGTERM must unwind through run_isolated's finally, which stops the running model's workers
@@ -302,9 +354,15 @@ def main() -> None:
         specs.sort(key=param_bytes_hint)  # stable: equal hints keep the survey's order
     print(f"{len(specs)} models: {', '.join(specs)}", file=sys.stderr, flush=True)
     rows: list[dict[str, Any]] = []
-    for spec in specs:
+    while specs:
+        spec = specs.pop(0)
         rows.append(run_isolated(spec, args))
         r = rows[-1]
+        if spec.startswith("python:"):
+            r["variant_of"] = "torchvision:" + spec.rsplit(":", 1)[1].removeprefix(VARIANT)
+        elif r["status"] == "ok" and r["output_scale"] == 0 and spec.startswith("torchvision:"):
+            # an all-zero output says nothing about the stages before it: run the model again, made to say something
+            specs.insert(0, f"python:lossless_survey:{VARIANT}{spec.partition(':')[2]}")
         print(f"{spec}: {r['status']} identical={r.get('bit_identical')} err={r.get('max_abs_err')} "
               f"widest={r.get('widest_cut')} wall={r.get('wall_s', 0):.0f}s peak={r.get('peak_rss_gb', 0):.1f}GB "
               f"{r.get('error', '')}", file=sys.stderr, flush=True)
