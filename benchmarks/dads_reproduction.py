@@ -5,7 +5,11 @@ WiFi 18.88 Mbit/s), solve with origin-only, server-only, neurosurgeon and dads, 
 predicted latencies as a markdown table. Node times are roofline predictions with the catalog's
 default efficiencies (no calibration), so the table is the same on any machine.
 
-    .venv/bin/python benchmarks/dads_reproduction.py [--models resnet18,...] [--json out.json]
+    .venv/bin/python benchmarks/dads_reproduction.py [--models resnet18,...] [--pi-slowdown 4] [--json out.json]
+
+`--pi-slowdown F` multiplies every Pi node time by F (a Pi slower than its roofline predicts: real
+embedded CPUs reach a fraction of their datasheet peak), to see whether interior cuts, where DAG
+structure can matter, come into play.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import json
 import sys
 
+from coinfer.adapt.estimates import Estimates, apply
 from coinfer.api import make_problem
 from coinfer.capture import capture
 from coinfer.cost import evaluate
@@ -28,6 +33,7 @@ SOLVERS = ("origin-only", "server-only", "neurosurgeon", "dads")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--pi-slowdown", type=float, default=1.0, help="multiply the Pi's node times by this")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     rows = []
@@ -38,6 +44,8 @@ def main() -> int:
         graph = capture(f"torchvision:{model}")
         for preset in UPLINKS:
             problem = make_problem(graph, load_cluster(preset))
+            if args.pi_slowdown != 1.0:
+                problem = apply(problem, Estimates(speed_factor={problem.origin: args.pi_slowdown}))
             result = {name: evaluate(get_solver(name)(problem), problem) for name in SOLVERS}
             ms = {name: b.latency_s * 1e3 for name, b in result.items()}
             dads = result["dads"]

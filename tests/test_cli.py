@@ -155,7 +155,13 @@ def test_adapt_compare_in_the_simulator(files, capsys, tmp_path) -> None:  # typ
     for report in doc.values():
         assert report["lost"] == 0 and report["duplicated"] == 0 and report["requests"] == 60
         assert {"p50", "p95", "mean"} <= set(report["latency_s"]) and report["timeline"]["sent_s"]
+        # the bytes each request sent over each link (from its hops) add up to its plan's cut
+        timeline = report["timeline"]
+        per_request = [sum(sizes[i] for sizes in timeline["link_bytes"].values())
+                       for i in range(len(timeline["sent_s"]))]
+        assert per_request == timeline["cut_bytes"]
     assert doc["static"]["switches"] == []
+    assert any(doc["static"]["timeline"]["link_bytes"].values())
 
 
 def test_adapt_unknown_policy_is_one_message(files, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytest.importorskip("torch")
 pytest.importorskip("zmq")
@@ -16,6 +17,7 @@ from coinfer.api import make_problem
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.plan import Plan, parse_plan
 from coinfer.problem import Problem
+from coinfer.runtime.client import Client
 from coinfer.runtime.local import LocalWorkers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +29,10 @@ THREE: dict[str, Any] = {
               for x, y in (("a", "b"), ("b", "c"), ("a", "c"))],
 }
 MAX_MESSAGE_BYTES = 200_000
+# The request hops a -> b -> a -> c -> a: the residual add runs on b while its skip input was made
+# on a (two tensors cross that cut), the branches split across a and c, and the result returns to a.
+HOPPING = "stem..relu@a | block.0..add@b | left@a | right..head@c"
+TWO_STAGES = "stem..add@a | left..head@b"
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +48,35 @@ def workers() -> Iterator[LocalWorkers]:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = previous
+
+
+@pytest.fixture(scope="module")
+def full_size_workers() -> Iterator[LocalWorkers]:
+    """Workers a, b, c with the default message limit (real activations are megabytes); they can
+    import this repository's modules (tests.runtime.tiny_models, benchmarks.*)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+        with LocalWorkers(DEVICES) as running:
+            yield running
+
+
+def client_for(workers: LocalWorkers) -> Client:
+    return Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=5.0)
+
+
+@pytest.fixture
+def plan_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A plan file of tiny_models.cnn over a and b (`TWO_STAGES`), for the command-line tests."""
+    from coinfer.cli import main
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the workers import tests.runtime.tiny_models
+    cluster = tmp_path / "three.yaml"
+    cluster.write_text(yaml.safe_dump(THREE))
+    out = tmp_path / "plan.json"
+    code = main(["plan", "python:tests.runtime.tiny_models:cnn", "--cluster", str(cluster), "--placement", TWO_STAGES,
+                 "-o", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    return out
 
 
 _GRAPHS: dict[str, Any] = {}

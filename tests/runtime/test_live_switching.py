@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 
 from coinfer.adapt.policy import Decision, View
+from coinfer.errors import UserInputError
 from coinfer.plan import Plan, parse_plan
 from coinfer.runtime.adaptive import serve_adaptive, summary
 from coinfer.runtime.client import Client
@@ -103,3 +105,10 @@ def _transfers(plan: Plan, problem: Any) -> Any:
     from coinfer.cost import evaluate
 
     return evaluate(plan, problem).transfers
+
+
+def test_adaptive_serving_refuses_micro_batching_before_it_deploys() -> None:
+    # records, energy and switches are per request; a batch would mix K of them
+    plan, problem = tiny_problem("cnn", "stem..head@a")
+    with pytest.raises(UserInputError, match="micro_batch=1"):
+        serve_adaptive(problem, plan, None, None, None, RunOptions(micro_batch=2), lambda _: {})  # type: ignore[arg-type]

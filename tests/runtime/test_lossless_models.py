@@ -7,8 +7,6 @@ across attention's skip connections).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +21,10 @@ from coinfer.runtime.client import Client
 from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.run import RunOptions, run_plan
-from tests.runtime.conftest import DEVICES, REPO, THREE
+from tests.runtime.conftest import DEVICES, THREE
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def workers() -> Iterator[LocalWorkers]:
-    """Workers a, b, c with the default message limit (real activations are megabytes); they can
-    import this repository's modules (the ViT variant below lives in benchmarks/)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
-        with LocalWorkers(DEVICES) as running:
-            yield running
 
 MODELS = ["torchvision:resnet50", "torchvision:googlenet", "torchvision:densenet121",
           "torchvision:mobilenet_v3_large",
@@ -60,16 +49,17 @@ def assert_lossless(report: dict) -> None:
 
 
 @pytest.mark.parametrize("spec", MODELS)
-def test_models_cut_inside_their_dags_match_the_unpartitioned_model(spec: str, workers: LocalWorkers) -> None:
+def test_models_cut_inside_their_dags_match_the_unpartitioned_model(spec: str,
+                                                                    full_size_workers: LocalWorkers) -> None:
     graph = capture(spec, layers=2, seq_len=32) if spec.startswith("hf:") else capture(spec)
     plan = hopping_plan(graph)
     assert len(plan.stages) == 4
     assert any(crossing_values(graph, graph.index[s.node_ids[0]]) >= 2 for s in plan.stages[1:]), \
         "no cut falls inside a DAG structure"
-    assert_lossless(run_and_verify(graph, workers, 100 + MODELS.index(spec)))
+    assert_lossless(run_and_verify(graph, full_size_workers, 100 + MODELS.index(spec)))
 
 
-def test_an_onnx_model_runs_its_partitions_in_onnxruntime(workers: LocalWorkers, tmp_path: Path) -> None:
+def test_an_onnx_model_runs_its_partitions_in_onnxruntime(full_size_workers: LocalWorkers, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     pytest.importorskip("onnxscript")
@@ -77,6 +67,6 @@ def test_an_onnx_model_runs_its_partitions_in_onnxruntime(workers: LocalWorkers,
     path = tmp_path / "resnet18.onnx"
     torch.onnx.export(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 224, 224),), str(path), dynamo=True)
     graph = capture(f"onnx:{path}")
-    report = run_and_verify(graph, workers, 200)
+    report = run_and_verify(graph, full_size_workers, 200)
     assert_lossless(report)
     assert np.isfinite(report["max_abs_err"])

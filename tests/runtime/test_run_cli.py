@@ -6,29 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from coinfer.cli import main
 from coinfer.runtime.netns import kernel_shaping_unavailable
-from tests.runtime.conftest import REPO, THREE
-
-PLACEMENT = "stem..add@a | left..head@b"
-
-
-@pytest.fixture
-def plan_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the workers import tests.runtime.tiny_models
-    cluster = tmp_path / "three.yaml"
-    cluster.write_text(yaml.safe_dump(THREE))
-    out = tmp_path / "plan.json"
-    code = main(["plan", "python:tests.runtime.tiny_models:cnn", "--cluster", str(cluster), "--placement", PLACEMENT,
-                 "-o", str(out), "--cache-dir", str(tmp_path / "cache")])
-    assert code == 0
-    return out
+from tests.runtime.conftest import TWO_STAGES
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -44,7 +28,7 @@ def test_run_local_prints_measured_beside_predicted_and_verifies(plan_file, caps
     assert code == 0
     assert doc["requests"] == 4 and doc["ok"] == 4 and doc["failed"] == 0
     assert set(doc["latency_s"]) == {"p50", "p95", "mean"} and doc["throughput_rps"] > 0
-    assert doc["plan"] == PLACEMENT
+    assert doc["plan"] == TWO_STAGES
     assert doc["predicted"]["latency_s"] > 0 and len(doc["stages"]) == 2
     assert doc["bit_identical"] and doc["max_abs_err"] == 0.0 and doc["emulation"] == "plan"
     assert np.load(tmp_path / "y.npy").shape == (1, 5)
@@ -57,6 +41,19 @@ def test_run_local_with_kernel_shaping_runs_workers_in_namespaces(plan_file, cap
     assert code == 0 and doc["ok"] == 2 and doc["bit_identical"] and doc["shaping"] == "kernel"
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert f"coinfer-{os.getpid()}-" not in names  # the run removed its namespaces
+
+
+def test_run_link_trace_slows_the_traced_link_to_the_trace_bandwidth(plan_file, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The plan's a -> b link runs at 1 Gbit/s; the trace holds it at 0.5 Mbit/s, so every request's
+    # cut tensor must take at least its bytes at that rate (a lower bound: shaping cannot be beaten).
+    trace = tmp_path / "slow.txt"
+    trace.write_text("0 0.5\n1000 0.5\n")
+    code, doc = _run(capsys, str(plan_file), "--local", "--requests", "3", "--verify", "--link-trace", f"a->b={trace}")
+    assert code == 0 and doc["ok"] == 3 and doc["bit_identical"]
+    sent_bytes = next(s["sent_bytes"] for s in doc["stages"] if s["device"] == "a")
+    assert sent_bytes > 0
+    assert doc["latency_s"]["p50"] >= 0.95 * sent_bytes * 8 / 0.5e6
+    assert doc["latency_s"]["p50"] > 5 * doc["predicted"]["latency_s"]  # the plan was made for 1 Gbit/s
 
 
 def test_run_against_a_worker_that_is_down_names_it(plan_file, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -13,21 +13,13 @@ from coinfer.runtime.client import Client, run_requests
 from coinfer.runtime.executor import example_inputs, reference_outputs
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.run import RunOptions, deploy, run_plan
-from tests.runtime.conftest import DEVICES, MAX_MESSAGE_BYTES, tiny_problem
-
-# The request hops a -> b -> a -> c -> a: the residual add runs on b while its skip input was made
-# on a (two tensors cross that cut), the branches split across a and c, and the result returns to a.
-HOPPING = "stem..relu@a | block.0..add@b | left@a | right..head@c"
-
-
-def _client(workers: LocalWorkers) -> Client:
-    return Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=5.0)
+from tests.runtime.conftest import HOPPING, MAX_MESSAGE_BYTES, client_for, tiny_problem
 
 
 def test_a_hopping_plan_is_bit_identical_to_the_unpartitioned_model(workers: LocalWorkers) -> None:
     plan, problem = tiny_problem("cnn", HOPPING)
     x = example_inputs(problem.graph, seed=3)
-    with _client(workers) as client:
+    with client_for(workers) as client:
         report = run_plan(plan, problem, client, workers.endpoint,
                           RunOptions(requests=6, in_flight=3, verify=True, plan_version=11), x)
     assert report["ok"] == 6 and report["failed"] == 0
@@ -39,7 +31,7 @@ def test_a_hopping_plan_is_bit_identical_to_the_unpartitioned_model(workers: Loc
 def test_many_requests_in_flight_each_get_their_own_answer(workers: LocalWorkers) -> None:
     plan, problem = tiny_problem("cnn", "stem..add@b | left..head@c")
     inputs = {i: example_inputs(problem.graph, seed=i) for i in range(1, 9)}
-    with _client(workers) as client:
+    with client_for(workers) as client:
         deploy(client, plan, problem, workers.endpoint, RunOptions(plan_version=12))
         outcomes = run_requests(client, "a", 12, ("linear",), lambda i: inputs[i], 8, in_flight=8)
     assert [o.request_id for o in outcomes] == list(range(1, 9)) and all(o.ok for o in outcomes)
@@ -72,7 +64,7 @@ def _still_serves(client: Client, version: int, x: dict) -> None:
 def test_bad_input_gets_an_error_naming_it_and_the_worker_keeps_serving(workers: LocalWorkers, case: str) -> None:
     plan, problem = tiny_problem("cnn", "stem..add@a | left..head@b")
     x = example_inputs(problem.graph)
-    with _client(workers) as client:
+    with client_for(workers) as client:
         deploy(client, plan, problem, workers.endpoint, RunOptions(plan_version=13))
         good = x["input"]
         frames: list = {
@@ -97,7 +89,7 @@ def test_bad_input_gets_an_error_naming_it_and_the_worker_keeps_serving(workers:
 
 def test_a_stage_that_raises_names_its_node_and_the_worker_goes_on(workers: LocalWorkers) -> None:
     plan, problem = tiny_problem("tokens", "embed@b | proj..sum_1@a")
-    with _client(workers) as client:
+    with client_for(workers) as client:
         deploy(client, plan, problem, workers.endpoint, RunOptions(plan_version=14))
         bad = {"input": np.full((1, 6), 99, dtype=np.int64)}  # ids past the 50-row embedding table
         outcome = run_requests(client, "a", 14, ("sum_1",), lambda _: bad, 1, timeout_s=10)[0]
@@ -117,7 +109,7 @@ def test_a_worker_that_is_down_is_named_within_the_timeout() -> None:
 
 
 def test_a_deployment_the_worker_cannot_serve_is_refused_with_the_reason(workers: LocalWorkers) -> None:
-    with _client(workers) as client:
+    with client_for(workers) as client:
         reply = client.call("b", {"op": "deploy", "plan_version": 0})
         assert not reply["ok"] and "plan_version" in reply["error"]
         reply = client.call("b", {"op": "fly"})

@@ -1,7 +1,8 @@
 """Small real PyTorch models for the runtime's fast tests (importable by worker processes).
 
 `cnn` has a residual block and two parallel branches, so cuts can fall inside DAG structure;
-`tokens` embeds token ids, so an out-of-range id makes a stage raise at run time.
+`tokens` embeds token ids, so an out-of-range id makes a stage raise at run time; `rows` reads
+its first input dimension as a sequence (micro-batching must refuse it).
 """
 
 from __future__ import annotations
@@ -42,3 +43,18 @@ def cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 
 def tokens() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return Tokens().eval(), (torch.randint(0, 50, (1, 6)),)
+
+
+class SumsOverRows(nn.Module):
+    """Its first input dimension is a sequence, not a batch: the output sums over it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).relu().sum(dim=0)
+
+
+def rows() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    return SumsOverRows().eval(), (torch.randn(6, 8),)

@@ -35,12 +35,14 @@ def test_plans_are_valid_and_never_beat_the_oracle(name: str, problem: Problem) 
         assert not b.feasible or b.objective_value >= oracle.objective_value * (1 - 1e-9)
 
 
-def test_brute_force_refuses_big_problems(toy_problem) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("nodes", [30, 2000])  # 2^2000 plans overflow a float: still a clear refusal
+def test_brute_force_refuses_big_problems(toy_problem, nodes: int) -> None:  # type: ignore[no-untyped-def]
     from coinfer.api import make_problem
     from coinfer.files.graph_file import graph_from_dict
 
     doc = {"version": 1, "input_bytes": 1, "nodes": [
-        {"id": f"n{i}", "inputs": [f"n{i - 1}" if i else "input"], "flops": 1, "output_bytes": 1} for i in range(30)]}
+        {"id": f"n{i}", "inputs": [f"n{i - 1}" if i else "input"], "flops": 1, "output_bytes": 1}
+        for i in range(nodes)]}
     problem = make_problem(graph_from_dict(doc), toy_problem.cluster)
     with pytest.raises(UserInputError, match="use an exact solver that scales"):
         brute_force(problem)

@@ -56,3 +56,7 @@ class RequestRecord:
     @property
     def energy_j(self) -> float:
         return sum(self.energy_by_device_j.values())
+
+    def bytes_sent(self, source: str, target: str) -> int:
+        """Bytes this request put on the wire of the directed link source -> target (probes excluded)."""
+        return sum(h.size_bytes for h in self.hops if (h.source, h.target) == (source, target) and not h.probe)

@@ -134,8 +134,16 @@ def _timeline(run: Any, problem: Problem, traces: dict[tuple[str, str], Any]) ->
     return {"sent_s": sent, "latency_s": [r.latency_s for r in run.records],
             "plan_version": [r.plan_version for r in run.records],
             "cut_bytes": [run.cut_bytes.get(r.plan_version) for r in run.records],
+            "link_bytes": link_bytes(run.records, problem),
             "bandwidth_bits_per_s": {f"{s}->{t}": [trace.bits_per_s_at(x) for x in sent]
                                      for (s, t), trace in traces.items()}}
+
+
+def link_bytes(records: Any, problem: Problem) -> dict[str, list[int]]:
+    """Per directed link that carried traffic, the bytes each request sent over it (from its hops)."""
+    links = [(lk.source, lk.target) for lk in problem.cluster.links]
+    per_link = {f"{s}->{t}": [r.bytes_sent(s, t) for r in records] for s, t in links}
+    return {name: sizes for name, sizes in per_link.items() if any(sizes)}
 
 
 def _simulate(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, str], Any],
@@ -145,7 +153,7 @@ def _simulate(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[st
 
     result = simulate_adaptive(problem, policy, static=static, traces=traces, requests=args.requests,
                                in_flight=args.in_flight)
-    cut = [evaluate(p, problem).cut_bytes for p in result.plans]  # by version - 1
+    cut = [evaluate(p, problem).cut_bytes for p in result.plans]  # by version (the simulator counts from 0)
     records = sorted(result.records, key=lambda r: r.sent_s)
     sent = [r.sent_s for r in records]
     return {
@@ -156,10 +164,11 @@ def _simulate(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[st
         "deadline_s": result.deadline_s, "deadline_misses": result.deadline_misses,
         "switches": [{"at_s": sw.at_s, "request_id": None, "from_version": sw.from_version,
                       "to_version": sw.to_version, "plan": sw.to_plan, "reason": sw.reason} for sw in result.switches],
-        "throughput_rps": result.throughput_rps, "plans": {str(v): str(p) for v, p in enumerate(result.plans, 1)},
+        "throughput_rps": result.throughput_rps, "plans": {str(v): str(p) for v, p in enumerate(result.plans)},
         "timeline": {"sent_s": sent, "latency_s": [r.latency_s for r in records],
                      "plan_version": [r.plan_version for r in records],
-                     "cut_bytes": [cut[r.plan_version - 1] for r in records],
+                     "cut_bytes": [cut[r.plan_version] for r in records],
+                     "link_bytes": link_bytes(records, problem),
                      "bandwidth_bits_per_s": {f"{a}->{b}": [trace.bits_per_s_at(x) for x in sent]
                                               for (a, b), trace in traces.items()}},
     }

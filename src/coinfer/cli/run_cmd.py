@@ -42,7 +42,10 @@ def register(sub: Any) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--requests", type=int, default=20, help="requests to time (default 20)")
     p.add_argument("--in-flight", type=int, default=1, metavar="K", help="requests outstanding at once; K > 1 "
-                   "pipelines them and measures throughput (default 1: latency)")
+                   "pipelines them and measures throughput (default 1: latency); batches with --micro-batch")
+    p.add_argument("--micro-batch", type=int, default=1, metavar="K", help="pack K consecutive requests into one "
+                   "batch along dimension 0 of every input; workers run the stages at batch K and each request's "
+                   "latency is its batch's (default 1; --requests must be a multiple of K)")
     p.add_argument("--verify", action="store_true", help="compare every output with the unpartitioned model")
     p.add_argument("--emulate", choices=["plan", "off"], default=None,
                    help="hold each stage for the plan's predicted time on its device (default: plan with "
@@ -64,8 +67,14 @@ def run(args: argparse.Namespace) -> int:
     from coinfer.files.plan_file import load_plan
 
     plan, problem = load_plan(args.plan)
-    if args.requests < 1 or args.in_flight < 1:
-        raise UserInputError("--requests and --in-flight must be at least 1")
+    for flag, value in (("--requests", args.requests), ("--in-flight", args.in_flight),
+                        ("--micro-batch", args.micro_batch)):
+        if value < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {value}")
+    if args.requests % args.micro_batch:
+        fitting = -(-args.requests // args.micro_batch) * args.micro_batch
+        raise UserInputError(f"--requests {args.requests} is not a multiple of --micro-batch {args.micro_batch}: every "
+                             f"batch packs {args.micro_batch} requests; pass --requests {fitting}")
     inputs = read_inputs(args.input_file, problem.graph)
     report = execute(plan, problem, args, inputs)
     if args.json:
@@ -86,6 +95,7 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
         connect_timeout_s=args.connect_timeout_s,
         emulate=(args.emulate or ("plan" if getattr(args, "local", False) else "off")) == "plan",
         shaping=args.shaping, traces=read_traces(args.link_trace, args.trace_speedup, problem),
+        micro_batch=args.micro_batch,
     )
     saved: dict[str, np.ndarray] = {}
 
@@ -231,7 +241,8 @@ def run_report(r: dict[str, Any]) -> str:
     lat, pred = r["latency_s"], r["predicted"]
     lines = [f"plan: {r['plan']}",
              f"workers: emulation {r['emulation']}, links {r['shaping']}; {r['requests']} requests, "
-             f"{r['ok']} ok, {r['failed']} failed, {r['in_flight']} in flight"]
+             f"{r['ok']} ok, {r['failed']} failed, {r['in_flight']} in flight"
+             + (f" (batches of {r['micro_batch']} requests)" if r.get("micro_batch", 1) > 1 else "")]
     if lat["p50"] is not None:
         lines.append(f"latency: measured p50 {lat['p50'] * 1e3:.1f} ms, p95 {lat['p95'] * 1e3:.1f} ms; predicted "
                      f"{pred['latency_s'] * 1e3:.1f} ms (measured/predicted {r['measured_over_predicted']:.2f})")

@@ -9,6 +9,7 @@ The only package that opens sockets or starts processes. In processing order:
     shaping.py    in-process link emulation: bandwidth (constant or a trace), delay, overhead
     netns.py      kernel link emulation: network namespaces, veth pairs and tc
     executor.py   running a stage's ops in PyTorch or onnxruntime
+    batching.py   micro-batching: packing K requests into one batch, the plan and its times at batch K
     worker.py     the long-running worker process (`coinfer worker`)
     client.py     deploying a plan to workers, sending requests, collecting results and stats
     local.py      starting and stopping the workers a plan needs on this machine

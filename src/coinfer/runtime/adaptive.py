@@ -29,6 +29,7 @@ from coinfer.adapt.policy import Policy, View
 from coinfer.adapt.probing import PROBE_REPEATS, PROBE_SIZES_BYTES
 from coinfer.adapt.records import HopSample, RequestRecord, StageSample
 from coinfer.cost import evaluate
+from coinfer.errors import UserInputError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.runtime.client import Client, Outcome
@@ -74,6 +75,8 @@ def serve_adaptive(problem: Problem, static: Plan, policy: Policy, client: Clien
 
     A probe sends each of `probe_sizes_bytes` PROBE_REPEATS times (REFERENCE section 4: 1 KB and
     1 MB, twice each); the receivers time them and the estimator fits the link from them."""
+    if options.micro_batch != 1:  # telemetry, energy and switches are per request, not per batch
+        raise UserInputError("adaptive serving sends one request at a time; run it with micro_batch=1")
     probe_sizes = [size for _ in range(PROBE_REPEATS) for size in probe_sizes_bytes]
     options = _with(options, telemetry=True, trace_epoch_unix_s=options.trace_epoch_unix_s or time.time())
     estimator = estimator or Estimator(problem)

@@ -4,7 +4,9 @@ The coordinator sends each worker the whole self-contained plan document (graph,
 times, codecs), the device the worker plays, the addresses of its peers and of the client, and
 how to emulate each outgoing link. The worker rebuilds the program from the graph's model source
 (executors are cached per graph, so a new plan of the same model builds nothing), works out its
-route, and checks that every value it must send is a tensor.
+route, and checks that every value it must send is a tensor. At micro-batch K
+(coinfer.runtime.batching) it builds the program at batch K, checks that its outputs split into K
+requests, and holds each stage, when emulating, for the time the batched stage is predicted to take.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from coinfer.errors import CoinferError, PlanError
 from coinfer.files.graph_file import graph_digest
 from coinfer.files.plan_file import plan_from_dict
 from coinfer.graph import Graph
+from coinfer.problem import Problem
+from coinfer.runtime.batching import (
+    batched_graph,
+    batched_node_times,
+    check_batched_outputs,
+    check_same_dependencies,
+)
 from coinfer.runtime.executor import Executor, executor_for
 from coinfer.runtime.routing import DeviceRoute, route
 from coinfer.shaping import BandwidthTrace, LinkShaper
@@ -59,6 +68,7 @@ class DeployDoc(BaseModel):
     links: dict[str, LinkDoc] = {}
     emulate: bool = False  # hold each stage for the plan's predicted time on this device
     telemetry: bool = False  # report each request's stage times and hops to the client (adaptive serving)
+    micro_batch: int = Field(1, ge=1)  # requests the client packs into one batch along dimension 0
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ class Deployment:
     telemetry: bool = False
 
 
-_EXECUTORS: dict[str, Executor] = {}
+_EXECUTORS: dict[tuple[str, int], Executor] = {}  # by (graph digest, micro-batch)
 
 
 def build_deployment(body: dict[str, Any], config: WorkerConfig) -> Deployment:
@@ -94,7 +104,7 @@ def build_deployment(body: dict[str, Any], config: WorkerConfig) -> Deployment:
         raise DeploymentError(f"deploy: device {doc.device!r} is not in the plan's cluster "
                               f"({', '.join(problem.cluster.device_names)})")
     try:
-        executor = _executor(problem.graph, config.threads)
+        executor = _executor(problem.graph, config.threads, doc.micro_batch)
         routes = route(plan, executor.index, problem.origin)
     except CoinferError as exc:
         raise DeploymentError(f"deploy on {doc.device}: {exc}") from None
@@ -110,15 +120,19 @@ def build_deployment(body: dict[str, Any], config: WorkerConfig) -> Deployment:
         plan_version=doc.plan_version, device=doc.device, route=mine, executor=executor, peers=dict(doc.peers),
         client_address=doc.client, shapers={t: _shaper(link) for t, link in doc.links.items()}, link_docs=doc.links,
         codecs={t: str(c) for (s, t), c in codecs.items() if s == doc.device},
-        stage_time_s=_stage_times(mine, problem.node_time_s.get(doc.device, {}), problem.graph, config, doc.emulate),
+        stage_time_s=_stage_times(mine, problem, config, doc.emulate, doc.micro_batch),
         telemetry=doc.telemetry,
     )
 
 
-def _executor(graph: Graph, threads: int) -> Executor:
-    key = graph_digest(graph)
+def _executor(graph: Graph, threads: int, micro_batch: int) -> Executor:
+    key = (graph_digest(graph), micro_batch)
     if key not in _EXECUTORS:
-        _EXECUTORS[key] = executor_for(graph, threads)
+        executor = executor_for(graph, threads, micro_batch)
+        if micro_batch > 1:
+            check_batched_outputs(graph, executor.index, micro_batch)
+            check_same_dependencies(graph, executor.index, micro_batch)
+        _EXECUTORS[key] = executor
     return _EXECUTORS[key]
 
 
@@ -141,15 +155,23 @@ def _shaper(link: LinkDoc) -> LinkShaper:
     return LinkShaper(bandwidth, link.latency_s, link.overhead_s)
 
 
-def _stage_times(mine: DeviceRoute, node_time_s: Mapping[str, float], graph: Graph, config: WorkerConfig,
-                 from_plan: bool) -> dict[int, float]:
-    """Per stage, the time emulation holds it for: the worker's own --emulate device, else the plan's."""
+def _stage_times(mine: DeviceRoute, problem: Problem, config: WorkerConfig, from_plan: bool,
+                 micro_batch: int) -> dict[int, float]:
+    """Per stage, the time emulation holds it for: the worker's own --emulate device's roofline, else
+    the plan's times (at micro-batch K: of the batched graph, as coinfer.runtime.batching models it)."""
+    node_time_s: Mapping[str, float]
     if config.emulate is not None:
         from coinfer.profile.analytic import predict
         from coinfer.profile.catalog import device_spec
 
+        graph = batched_graph(problem.graph, micro_batch) if micro_batch > 1 else problem.graph
         node_time_s = predict(graph, device_spec(config.emulate)).node_time_s
-    elif not from_plan:
+    elif from_plan:
+        node_time_s = problem.node_time_s.get(mine.device, {})
+        if micro_batch > 1:
+            batched = batched_node_times(problem, batched_graph(problem.graph, micro_batch), micro_batch)
+            node_time_s = batched[mine.device]
+    else:
         return {}
     missing = [n for s in mine.stages for n in s.node_ids if n not in node_time_s]
     if missing:

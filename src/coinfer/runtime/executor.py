@@ -41,18 +41,19 @@ class Executor(Protocol):
         """The stage's `keep` values, computed from `values` (which hold at least its `needs`)."""
 
 
-def executor_for(graph: Graph, threads: int) -> Executor:
-    """The executor of the program `graph` was captured from."""
+def executor_for(graph: Graph, threads: int, micro_batch: int = 1) -> Executor:
+    """The executor of the program `graph` was captured from, rebuilt at `micro_batch` times the
+    captured batch (coinfer.runtime.batching)."""
     if graph.source is None:
         raise PlanError(f"graph {graph.name!r} has no model source (a hand-written graph); the runtime can only run "
                         "captured models: coinfer capture MODEL -o graph.json, then plan that")
     if graph.source.spec.startswith("onnx:"):
         from coinfer.runtime.onnx_executor import OnnxExecutor
 
-        return OnnxExecutor(graph, threads)
+        return OnnxExecutor(graph, threads, micro_batch)
     from coinfer.runtime.torch_executor import TorchExecutor
 
-    return TorchExecutor(graph, threads)
+    return TorchExecutor(graph, threads, micro_batch)
 
 
 def reference_outputs(graph: Graph, inputs: Mapping[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:

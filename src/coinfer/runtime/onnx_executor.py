@@ -4,6 +4,11 @@ A stage's model holds the stage's nodes, the initializers they read, its `needs`
 and its `keep` values as graph outputs, with types from ONNX shape inference. Sessions are built
 once per stage (`prepare`) and kept; onnxruntime's thread pools are capped at the worker's
 thread count.
+
+At micro-batch K (coinfer.runtime.batching) the model's inputs must have a symbolic first
+dimension (a dynamic batch, as `torch.onnx.export(..., dynamic_shapes=...)` writes it): the
+executor fixes it at K and infers shapes again, so every stage model and every received tensor's
+check use batch-K shapes. A file exported with a fixed batch is refused with that reason.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 
 from coinfer.capture.api import load_onnx
 from coinfer.capture.deps import require
+from coinfer.errors import PlanError
 from coinfer.graph import Graph, TensorSpec
 from coinfer.runtime.executor import StageFailure
 from coinfer.runtime.program import ProgramIndex, ProgramOp
@@ -22,15 +28,18 @@ from coinfer.runtime.routing import RunStage
 
 
 class OnnxExecutor:
-    def __init__(self, graph: Graph, threads: int) -> None:
+    def __init__(self, graph: Graph, threads: int, micro_batch: int = 1) -> None:
         assert graph.source is not None
         self.onnx = require("onnx", "onnx: models")
         self.ort = require("onnxruntime", "running onnx: models")
         self.threads = threads
-        self.model = self.onnx.shape_inference.infer_shapes(load_onnx(graph.source))
+        placeholders = str(graph.source.options.get("placeholders", "")).split(",")
+        model = load_onnx(graph.source)
+        if micro_batch > 1:
+            model = at_batch(model, placeholders, micro_batch, graph.source.spec)
+        self.model = self.onnx.shape_inference.infer_shapes(model)
         g = self.model.graph
         self.initializers = {t.name: t for t in g.initializer}
-        placeholders = str(graph.source.options.get("placeholders", "")).split(",")
         self.rename = dict(zip(placeholders, (gi.name for gi in graph.inputs), strict=True))
         self.types = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
         self.index, self.by_op = self._index(graph)
@@ -90,6 +99,25 @@ class OnnxExecutor:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
             raise StageFailure(stage.node_ids[0], "onnxruntime", exc) from exc
         return dict(zip(stage.keep, (np.asarray(r) for r in result), strict=True))
+
+
+def at_batch(model: Any, placeholders: list[str], k: int, spec: str) -> Any:
+    """A copy of `model` whose user inputs have batch K: their symbolic first dimension fixed at K."""
+    batched = type(model)()
+    batched.CopyFrom(model)
+    inputs = {vi.name: vi for vi in batched.graph.input}
+    for name in placeholders:
+        dims = inputs[name].type.tensor_type.shape.dim
+        if not dims:
+            raise PlanError(f"micro-batching: input {name!r} of {spec} is a scalar, with no dimension to stack "
+                            "requests along; run it without micro-batching")
+        if dims[0].HasField("dim_value"):
+            shape = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
+            raise PlanError(f"micro-batching needs a dynamic batch dimension, but input {name!r} of {spec} has the "
+                            f"fixed shape {shape}; export the model with a symbolic first dimension "
+                            "(torch.onnx.export's dynamic_shapes or dynamic_axes), or run it without micro-batching")
+        dims[0].dim_value = k  # replaces the symbolic name; shape inference then fixes every value that follows it
+    return batched
 
 
 def onnx_reference(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

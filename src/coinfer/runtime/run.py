@@ -5,6 +5,10 @@
 plan's cluster: `inproc` shapes bandwidth, delay and per-message overhead in the sending worker
 (coinfer.shaping); `kernel` leaves bandwidth to tc in network namespaces and adds only
 the delay and overhead in-process; `none` sends as fast as the network goes.
+
+With `micro_batch` K > 1 the client packs K requests into one batch (coinfer.runtime.batching):
+workers run the stages at batch K, `in_flight` and `warmup` count batches, each request's latency
+is its batch's, throughput counts requests, and the prediction is the batched plan's.
 """
 
 from __future__ import annotations
@@ -18,12 +22,21 @@ from typing import Any, Literal
 
 import numpy as np
 
-from coinfer.cost import evaluate
+from coinfer.cost import Breakdown, evaluate
 from coinfer.errors import PlanError, WorkerError
 from coinfer.files.plan_file import plan_to_dict
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.report import predicted_block
+from coinfer.runtime.batching import (
+    FIRST_REQUEST_ID,
+    at_batch,
+    check_divisible,
+    pack,
+    run_batched_requests,
+    slot,
+    unpack,
+)
 from coinfer.runtime.client import Client, Outcome, run_requests
 from coinfer.shaping import BandwidthTrace
 
@@ -37,8 +50,8 @@ ClientAddress = Callable[[str], str]  # device -> how that device's worker reach
 @dataclass(frozen=True)
 class RunOptions:
     requests: int = 10
-    in_flight: int = 1  # requests outstanding at once; above 1 the stages pipeline
-    warmup: int = 1  # requests sent first and not counted (first-call costs)
+    in_flight: int = 1  # requests (batches, with micro_batch > 1) outstanding at once; above 1 the stages pipeline
+    warmup: int = 1  # requests (batches) sent first and not counted (first-call costs)
     emulate: bool = False  # hold each stage for the plan's predicted time on its device
     shaping: Shaping = "inproc"
     traces: Mapping[tuple[str, str], BandwidthTrace] = field(default_factory=dict)
@@ -49,6 +62,7 @@ class RunOptions:
     connect_timeout_s: float = 10.0  # how long a worker may take to answer its first health check
     telemetry: bool = False  # workers report every request's stage times and hops (adaptive serving)
     trace_epoch_unix_s: float | None = None  # when the link traces start (None: at deploy); kept across switches
+    micro_batch: int = 1  # requests packed into one batch along dimension 0; `requests` must be a multiple of it
 
 
 def taking_part(plan: Plan, problem: Problem) -> tuple[str, ...]:
@@ -80,6 +94,8 @@ def deploy_body(plan: Plan, problem: Problem, device: str, endpoint: Endpoint, c
         "plan": plan_to_dict(plan, problem), "client": client_address, "emulate": options.emulate, "links": links,
         "telemetry": options.telemetry,
         "peers": {d: endpoint(d, device) for d in devices if d != device},
+        # only when batching, so a worker of a version before micro-batching still serves plain runs
+        **({"micro_batch": options.micro_batch} if options.micro_batch > 1 else {}),
     }
 
 
@@ -119,30 +135,49 @@ def _sends(plan: Plan, problem: Problem, source: str, target: str) -> bool:
 def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, options: RunOptions,
              inputs: Mapping[str, np.ndarray], on_done: Callable[[Outcome], None] | None = None,
              client_address: ClientAddress | None = None) -> dict[str, Any]:
-    """Deploy, serve `options.requests` requests of `inputs`, and report (the `coinfer run --json` document)."""
+    """Deploy, serve `options.requests` requests of `inputs`, and report (the `coinfer run --json` document).
+
+    With `options.micro_batch` K, requests go K to a batch (each a copy of `inputs`) and `on_done`
+    is called once per request."""
+    k = options.micro_batch
+    check_divisible(options.requests, k)
     start = time.perf_counter()
     replies = deploy(client, plan, problem, endpoint, options, client_address)
     deploy_s = time.perf_counter() - start
-    graph = problem.graph
     output_names = tuple(replies[problem.origin]["results"])
     version = options.plan_version
+    batch = pack([inputs] * k)
     if options.warmup:
-        warm = run_requests(client, problem.origin, version, output_names, lambda _: inputs, options.warmup,
+        warm = run_requests(client, problem.origin, version, output_names, lambda _: batch, options.warmup,
                             1, options.timeout_s, first_id=1_000_000_000)
         _raise_first_error(warm)
     start = time.perf_counter()
-    outcomes = run_requests(client, problem.origin, version, output_names, lambda _: inputs, options.requests,
-                            options.in_flight, options.timeout_s, on_done=on_done)
+    outcomes = run_batched_requests(client, problem.origin, version, output_names, lambda _: inputs, options.requests,
+                                    k, options.in_flight, options.timeout_s, FIRST_REQUEST_ID, on_done=on_done)
     elapsed_s = time.perf_counter() - start
-    breakdown = evaluate(plan, problem)
+    batched_plan, batched_problem = at_batch(plan, problem, k)
+    breakdown = evaluate(batched_plan, batched_problem)
     report = _summary(outcomes, elapsed_s, breakdown.latency_s)
-    report.update(plan=str(plan), solver=plan.solver, deploy_s=deploy_s, in_flight=options.in_flight,
+    report.update(plan=str(plan), solver=plan.solver, deploy_s=deploy_s, in_flight=options.in_flight, micro_batch=k,
                   emulation="plan" if options.emulate else "off", shaping=options.shaping,
-                  predicted=predicted_block(breakdown), stages=_stages(plan, problem, client, replies, version),
-                  errors=[e for o in outcomes for e in o.errors][:10])
+                  predicted=_predicted(breakdown, k),
+                  stages=_stages(batched_plan, batched_problem, client, replies, version),
+                  errors=_distinct_errors(outcomes)[:10])
     if options.verify:
-        report.update(_verify(graph, inputs, outcomes, int(replies[problem.origin]["threads"])))
+        report.update(_verify(problem.graph, batch, outcomes, int(replies[problem.origin]["threads"]), k))
     return report
+
+
+def _predicted(breakdown: Breakdown, k: int) -> dict[str, Any]:
+    """The cost model's block for one batch, with throughput in requests (K per batch) per second."""
+    block = predicted_block(breakdown)
+    block["throughput_rps"] = breakdown.throughput_rps * k
+    return block
+
+
+def _distinct_errors(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """Every error once: the K requests of a failed batch share their batch's error objects."""
+    return list({id(e): e for o in outcomes for e in o.errors}.values())
 
 
 def _raise_first_error(outcomes: list[Outcome]) -> None:
@@ -182,13 +217,15 @@ def _stages(plan: Plan, problem: Problem, client: Client, replies: Mapping[str, 
     return rows
 
 
-def _verify(graph: Any, inputs: Mapping[str, np.ndarray], outcomes: list[Outcome], threads: int) -> dict[str, Any]:
+def _verify(graph: Any, batch: Mapping[str, np.ndarray], outcomes: list[Outcome], threads: int,
+            k: int) -> dict[str, Any]:
+    """Every request's outputs against its rows of the unpartitioned model's outputs on the same batch."""
     from coinfer.runtime.executor import reference_outputs
 
-    reference = reference_outputs(graph, inputs, threads)
+    expected = unpack(reference_outputs(graph, batch, threads), k)
     worst, identical, scale = 0.0, True, 0.0
     for o in outcomes:
-        for name, ref in reference.items():
+        for name, ref in expected[slot(o.request_id, k)].items():
             if name not in o.outputs:
                 continue
             got = o.outputs[name]

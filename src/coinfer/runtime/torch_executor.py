@@ -5,6 +5,14 @@ names are the graph's `source_nodes`, so a stage is simply the fx nodes its coin
 run in program order. Weights, buffers and constants are read from the program itself. Values
 cross the stage boundary as numpy arrays that share memory with the tensors (no copies) except
 where a received frame is read-only.
+
+At micro-batch K (coinfer.runtime.batching) the worker exports the same model (same seed, same
+weights) with every example input repeated K times along dimension 0. Export is deterministic, so
+the fx node names, and with them the graph's node ids, usually carry over; that is checked, not
+assumed (here: the same fx node names running the same ops; coinfer.runtime.batching: the same
+dependencies between nodes), and a model whose program changes with the batch is refused with the
+names. GPT-2 is one: at batch K it expands its position ids and causal mask to the batch, which
+adds an op and shifts the names of the ops after it.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import numpy as np
 
 from coinfer.capture.api import build_model, load_program
 from coinfer.capture.deps import require
-from coinfer.capture.exporting import no_mha_fastpath
+from coinfer.capture.exporting import export_program, no_mha_fastpath
+from coinfer.capture.spec import parse_spec
 from coinfer.capture.tensors import tensor_spec
-from coinfer.graph import DEFAULT_INPUT_NAME, Graph, TensorSpec
+from coinfer.errors import PlanError
+from coinfer.graph import DEFAULT_INPUT_NAME, Graph, ModelSource, TensorSpec
 from coinfer.runtime.executor import StageFailure
 from coinfer.runtime.program import ProgramIndex, ProgramOp
 from coinfer.runtime.routing import RunStage
@@ -28,13 +38,15 @@ from coinfer.runtime.routing import RunStage
 class TorchExecutor:
     """Runs stages of the exported program of `graph.source` (see the module docstring)."""
 
-    def __init__(self, graph: Graph, threads: int) -> None:
+    def __init__(self, graph: Graph, threads: int, micro_batch: int = 1) -> None:
         assert graph.source is not None
         self.torch = require("torch", "the runtime")
         self.torch.set_num_threads(threads)
-        self.program = load_program(graph.source)
+        self.program = load_program(graph.source) if micro_batch == 1 else batched_program(graph.source, micro_batch)
         self.nodes = {n.name: n for n in self.program.graph.nodes}
         self.owner = {s: node.id for node in graph.nodes for s in node.source_nodes}
+        if micro_batch > 1:
+            _check_same_ops(self.program, graph, micro_batch)
         self.user_inputs = _user_input_names(self.program)
         self.constants = _lifted_constants(self.program)
         self.index = self._index()
@@ -92,6 +104,43 @@ class TorchExecutor:
                 except Exception as exc:  # any op error is the stage's failure, reported by node
                     raise StageFailure(self.owner[name], _op_label(node.target), exc) from exc
         return {v: _to_numpy(local[v], v) for v in stage.keep}
+
+
+def batched_program(source: ModelSource, k: int) -> Any:
+    """The program of `source` exported with every example input repeated K times along dimension 0."""
+    if parse_spec(source.spec).kind == "export":
+        raise PlanError(f"micro-batching: {source.spec} is a saved torch.export program, fixed at the batch it was "
+                        "exported with; give the model as python:MODULE:CALLABLE (or export it to ONNX with a "
+                        "dynamic batch dimension), or run it without micro-batching")
+    torch = require("torch", "the runtime")
+    model, inputs = build_model(source)
+    scalars = [i for i, t in enumerate(inputs) if t.dim() == 0]
+    if scalars:
+        raise PlanError(f"micro-batching: input {scalars[0]} of {source.spec} is a scalar, with no dimension to "
+                        "stack requests along; run it without micro-batching")
+    return export_program(model, tuple(torch.cat([t] * k, dim=0) for t in inputs), f"{source.spec} at batch {k}")
+
+
+def _check_same_ops(program: Any, graph: Graph, k: int) -> None:
+    """Refuse a batch-K program whose fx nodes are not the graph's: other names, or other ops under a name."""
+    by_name = {n.name: n for n in program.graph.nodes if n.op == "call_function"}
+    captured = {s for node in graph.nodes for s in node.source_nodes}
+    missing, extra = sorted(captured - set(by_name)), sorted(set(by_name) - captured)
+    # a block node's op is "block"; an op node's is the op of its first fx node
+    changed = [n.id for n in graph.nodes if n.op not in ("", "block") and n.source_nodes
+               and n.source_nodes[0] in by_name and _op_label(by_name[n.source_nodes[0]].target) != n.op]
+    if missing or extra or changed:
+        captured_at = f"the graph captured at batch {_batch_of(graph)}"
+        what = (f"lacks fx nodes {missing[:5]} that {captured_at} has" if missing
+                else f"has fx nodes {extra[:5]} that {captured_at} lacks" if extra
+                else f"runs other ops than {captured_at} for the nodes {changed[:5]}")
+        raise PlanError(f"micro-batching: {graph.name} exported at batch {k} {what}, so its node ids do not carry "
+                        "over; run it without micro-batching")
+
+
+def _batch_of(graph: Graph) -> str:
+    shape = graph.inputs[0].spec.shape if graph.inputs else None
+    return str(shape[0]) if shape else "1"
 
 
 def torch_reference(graph: Graph, inputs: Mapping[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:

@@ -136,7 +136,7 @@ class SimResult:
 
 def sent_bytes(record: RequestRecord, link: Link) -> int:
     """Bytes a request put on the wire of one directed link (probes are not requests)."""
-    return sum(h.size_bytes for h in record.hops if (h.source, h.target) == link and not h.probe)
+    return record.bytes_sent(*link)
 
 
 def collect(label: str, plans: Sequence[Plan], records: Sequence[RequestRecord], switches: Sequence[Switch],

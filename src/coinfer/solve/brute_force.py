@@ -10,6 +10,7 @@ first, which keeps nodes on earlier-listed devices (the origin first).
 from __future__ import annotations
 
 import itertools
+import math
 
 from coinfer.cost.evaluate import evaluate
 from coinfer.errors import UserInputError
@@ -22,10 +23,10 @@ MAX_ASSIGNMENTS = 200_000
 def brute_force(problem: Problem) -> Plan:
     nodes = [n.id for n in problem.graph.nodes]
     devices = [problem.origin, *(d.name for d in problem.cluster.servers)]
-    count = len(devices) ** len(nodes)
-    if count > MAX_ASSIGNMENTS:
+    if len(nodes) * math.log10(len(devices)) > math.log10(MAX_ASSIGNMENTS):  # k^n overflows a float at large n
         raise UserInputError(
-            f"brute-force would cost {len(devices)}^{len(nodes)} = {count:.3g} plans (limit {MAX_ASSIGNMENTS}); "
+            f"brute-force would cost {len(devices)}^{len(nodes)} = 1e{len(nodes) * math.log10(len(devices)):.1f} "
+            f"plans (limit {MAX_ASSIGNMENTS}); "
             f"use an exact solver that scales (dads for two devices, chain-dp for chains, ilp for DAGs) "
             f"or a coarser graph (--granularity block)"
         )

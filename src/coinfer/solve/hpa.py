@@ -38,6 +38,7 @@ from coinfer.problem import Problem
 from coinfer.solve.chain_dp import LinkArrays
 
 WINDOW = 8
+SCORE_CHUNK_ELEMENTS = 1 << 22  # placements x nodes x devices scored at once (a few 32 MB arrays)
 TIER_RANK = {"end": 0, "edge": 1, "cloud": 2}
 Path = tuple[int, ...]
 
@@ -89,6 +90,15 @@ def _paths(problem: Problem, batch: BatchCost) -> list[Path]:
     return paths
 
 
+def _score(batch: BatchCost, path: Path, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`batch.score` of the placements of boundary rows `bounds`, a chunk of rows at a time: scoring
+    holds a few (P, N, k) arrays, so the N + 1 cuts of a 10,000-node graph at once would need
+    gigabytes."""
+    rows = max(1, SCORE_CHUNK_ELEMENTS // max(1, batch.n * len(batch.devices)))
+    parts = [batch.score(_assign(path, bounds[i:i + rows], batch.n)) for i in range(0, len(bounds), rows)]
+    return np.concatenate([v for v, _ in parts]), np.concatenate([b for _, b in parts])
+
+
 def _assign(path: Path, bounds: np.ndarray, n: int) -> np.ndarray:
     """Placements (P, N) of device indices for boundary rows `bounds` (P, m-1)."""
     stage = (np.arange(n)[None, None, :] >= bounds[:, :, None]).sum(axis=1)
@@ -108,7 +118,7 @@ def _greedy(batch: BatchCost, path: Path) -> np.ndarray:
             for c in range(n + 1):
                 rows.append(np.where(stage < a, 0, np.where(stage < b, c, n)))
     candidates = np.array(rows, dtype=np.intp)
-    value, bad = batch.score(_assign(path, candidates, n))
+    value, bad = _score(batch, path, candidates)
     best: np.ndarray = candidates[int(np.lexsort((value, bad))[0])]
     return best
 
@@ -129,7 +139,7 @@ def _descend(batch: BatchCost, path: Path, bounds: np.ndarray) -> tuple[tuple[bo
         moved = moved[ok]
         if not len(moved):
             break
-        value, bad = batch.score(_assign(path, moved, n))
+        value, bad = _score(batch, path, moved)
         i = int(np.lexsort((value, bad))[0])
         if (bool(bad[i]), float(value[i])) >= key:
             break

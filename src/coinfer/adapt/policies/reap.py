@@ -143,7 +143,7 @@ class ReapPolicy:
         problem = view.base_problem
         model = ChainModel.build(problem, chain_devices(problem.cluster))
         runnable = model.runnable(problem.cluster)
-        return ReapState(model, runnable, _probe_splits(model.n, runnable), model.profile_sigma)
+        return ReapState(model, runnable, probe_splits(model.n, runnable), model.profile_sigma)
 
     def decide(self, view: View, state: ReapState) -> Decision:
         probes: tuple[LinkId, ...] = ()
@@ -320,7 +320,7 @@ def _positive(value: float) -> float:
     return value if value > 0 and math.isfinite(value) else 1.0
 
 
-def _probe_splits(n: int, runnable: np.ndarray) -> tuple[Split, ...]:
+def probe_splits(n: int, runnable: np.ndarray) -> tuple[Split, ...]:
     """(kN/5, (k+1)N/5) for k = 1..PROBE_SPLITS, each moved to the nearest runnable split."""
     grid_i, grid_j = np.indices(runnable.shape)
     splits = []

@@ -1,0 +1,224 @@
+"""Micro-batching: K consecutive requests packed along dimension 0 and served as one request.
+
+The client concatenates the inputs of K requests along dimension 0 of every graph input, sends
+the batch through the plan as one request (one request id on the wire), and splits every output
+back into K equal slices along dimension 0, slice j being the answer to the batch's j-th request.
+Workers run their stages on a program rebuilt at batch K (`torch_executor`, `onnx_executor`) and
+check every tensor they receive against the batch-K shapes. Each request's latency is its
+batch's: from sending the batch to its last output.
+
+What the cost model and device emulation assume at batch K (`at_batch`):
+
+- every node's FLOPs and activation bytes grow K times; weights are read once per batch, so
+  parameter bytes do not grow (this is what makes batching pay on memory-bound layers);
+- a node's time on a device the cluster describes by its catalogued hardware (`time_model:
+  roofline`) is the plan's time scaled by the roofline's own batch scaling on that hardware,
+  roofline(batch K) / roofline(batch 1). When the plan's times are the uncalibrated roofline's,
+  this is exactly the roofline of the batched graph; measured or calibrated times keep their
+  level and follow the roofline's shape. A device described by `flops_per_s` alone takes K times
+  the plan's time, as FLOPs / rate gives;
+- a request-rate constraint becomes a batch rate (rate / K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from coinfer.errors import CoinferError, PlanError, UserInputError, WorkerError
+from coinfer.graph import Graph, GraphInput, ModelSource, Node, TensorSpec
+from coinfer.plan import Plan
+from coinfer.problem import Constraints, Problem
+from coinfer.runtime.client import Client, Outcome, run_requests
+from coinfer.runtime.program import ProgramIndex
+
+FIRST_REQUEST_ID = 1  # run_plan's first request id; a request's slot in its batch counts from it
+
+
+# -- packing on the client ----------------------------------------------------------------------
+
+def check_divisible(requests: int, micro_batch: int) -> None:
+    """Every batch is full: a smaller last batch would need a second program at that batch size."""
+    if micro_batch < 1:
+        raise UserInputError(f"micro_batch must be at least 1, got {micro_batch}")
+    if requests % micro_batch:
+        raise UserInputError(f"requests={requests} is not a multiple of micro_batch={micro_batch}: every batch packs "
+                             f"micro_batch requests; use requests={_next_multiple(requests, micro_batch)}")
+
+
+def _next_multiple(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def pack(requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The batch of `requests`: each input concatenated along dimension 0, in request order."""
+    if len(requests) == 1:
+        return dict(requests[0])
+    return {name: np.concatenate([r[name] for r in requests], axis=0) for name in requests[0]}
+
+
+def unpack(outputs: Mapping[str, np.ndarray], k: int) -> list[dict[str, np.ndarray]]:
+    """The K per-request outputs of a batch: every output split into K equal slices along dimension 0."""
+    if k == 1:
+        return [dict(outputs)]
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] % k:
+            raise WorkerError(f"output {name!r} of a batch of {k} has shape {list(array.shape)}, whose first "
+                              f"dimension does not split into {k} requests")
+    per_request: list[dict[str, np.ndarray]] = [{} for _ in range(k)]
+    for name, array in outputs.items():
+        for j, piece in enumerate(np.split(array, k, axis=0)):
+            per_request[j][name] = piece
+    return per_request
+
+
+def slot(request_id: int, k: int, first_id: int = FIRST_REQUEST_ID) -> int:
+    """Which row block of its batch request `request_id` is (requests are packed in id order)."""
+    return (request_id - first_id) % k
+
+
+def run_batched_requests(client: Client, origin: str, plan_version: int, output_names: tuple[str, ...],
+                         inputs_for: Callable[[int], Mapping[str, np.ndarray]], requests: int, micro_batch: int,
+                         in_flight: int = 1, timeout_s: float = 60.0, first_id: int = FIRST_REQUEST_ID,
+                         on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Serve `requests` requests (ids first_id, first_id + 1, ...) packed `micro_batch` to a batch.
+
+    Request first_id + i is slot i % K of batch i // K; batches go on the wire with ids first_id,
+    first_id + 1, ... and at most `in_flight` batches are outstanding. Every request's outcome, in
+    id order; `on_done` is called once per request."""
+    check_divisible(requests, micro_batch)
+    k = micro_batch
+    split: dict[int, list[Outcome]] = {}
+
+    def first_request(batch_id: int) -> int:
+        return first_id + (batch_id - first_id) * k
+
+    def batch_inputs(batch_id: int) -> dict[str, np.ndarray]:
+        return pack([inputs_for(first_request(batch_id) + j) for j in range(k)])
+
+    def finished(batch: Outcome) -> None:
+        split[batch.request_id] = request_outcomes(batch, k, first_request(batch.request_id))
+        for outcome in split[batch.request_id]:
+            if on_done is not None:
+                on_done(outcome)
+
+    batches = run_requests(client, origin, plan_version, output_names, batch_inputs, requests // k, in_flight,
+                           timeout_s, first_id, on_done=finished)
+    return [o for b in batches for o in split[b.request_id]]
+
+
+def request_outcomes(batch: Outcome, k: int, first_request_id: int) -> list[Outcome]:
+    """The K outcomes of a batch: its outputs' slices, its errors and its latency."""
+    errors = batch.errors  # shared dicts: a report can count each batch's error once (by identity)
+    pieces: list[dict[str, np.ndarray]] = [{} for _ in range(k)]
+    latency_s = batch.latency_s
+    if batch.ok:
+        try:
+            pieces = unpack(batch.outputs, k)
+        except CoinferError as exc:
+            errors, latency_s = [{"error": str(exc)}], None
+    return [Outcome(first_request_id + j, batch.sent_s, pieces[j], list(errors), latency_s) for j in range(k)]
+
+
+# -- the plan at batch K: cost model and emulation ----------------------------------------------
+
+def at_batch(plan: Plan, problem: Problem, k: int) -> tuple[Plan, Problem]:
+    """The plan and problem of one batch of K requests (the module docstring's assumptions)."""
+    if k == 1:
+        return plan, problem
+    graph = batched_graph(problem.graph, k)
+    c = problem.constraints
+    rate = None if c.request_rate_per_s is None else c.request_rate_per_s / k
+    batched = Problem(graph, problem.cluster, batched_node_times(problem, graph, k), problem.objective,
+                      Constraints(c.deadline_s, c.origin_energy_budget_j, rate), problem.time_sources)
+    return Plan(graph, plan.placement, plan.solver, codecs=plan.codecs), batched
+
+
+def batched_graph(graph: Graph, k: int) -> Graph:
+    """`graph` at batch K: inputs, FLOPs and activations K times larger, the same weights."""
+    nodes = tuple(_batched_node(n, k) for n in graph.nodes)
+    inputs = tuple(GraphInput(gi.name, _batched_spec(gi.spec, k)) for gi in graph.inputs)
+    source = None if graph.source is None else _batched_source(graph.source, k)
+    return Graph(graph.name, inputs, nodes, graph.outputs, graph.granularity, source)
+
+
+def _batched_node(node: Node, k: int) -> Node:
+    return replace(node, flops=node.flops * k, output_bytes=node.output_bytes * k,
+                   outputs=tuple(_batched_spec(s, k) for s in node.outputs))
+
+
+def _batched_spec(spec: TensorSpec, k: int) -> TensorSpec:
+    shape = spec.shape if not spec.shape else (spec.shape[0] * k, *spec.shape[1:])
+    return TensorSpec(spec.size_bytes * k, shape, spec.dtype)
+
+
+def _batched_source(source: ModelSource, k: int) -> ModelSource:
+    shapes = tuple(s if not s else (s[0] * k, *s[1:]) for s in source.input_shapes)
+    return replace(source, input_shapes=shapes)
+
+
+def batched_node_times(problem: Problem, graph_k: Graph, k: int) -> dict[str, dict[str, float]]:
+    """Per device, every node's time at batch K (the module docstring's rule)."""
+    out: dict[str, dict[str, float]] = {}
+    for device in problem.cluster.devices:
+        times = problem.node_time_s[device.name]
+        if device.time_model == "roofline" and device.catalog is not None:
+            ratio = roofline_batch_ratio(problem.graph, graph_k, k, device.catalog)
+            out[device.name] = {n: t * ratio[n] for n, t in times.items()}
+        else:
+            out[device.name] = {n: t * k for n, t in times.items()}
+    return out
+
+
+def roofline_batch_ratio(graph: Graph, graph_k: Graph, k: int, catalog: str) -> dict[str, float]:
+    """Per node, roofline time at batch K over roofline time at batch 1 on the catalogued device."""
+    from coinfer.profile.analytic import predict
+    from coinfer.profile.catalog import device_spec
+
+    spec = device_spec(catalog)
+    one, many = predict(graph, spec).node_time_s, predict(graph_k, spec).node_time_s
+    # the roofline's per-node overhead keeps every batch-1 time positive; K covers a zero anyway
+    return {n: many[n] / one[n] if one[n] > 0 else float(k) for n in one}
+
+
+# -- checks on the worker -----------------------------------------------------------------------
+
+def check_batched_outputs(graph: Graph, index: ProgramIndex, k: int) -> None:
+    """Refuse a program whose outputs at batch K are not K per-request outputs stacked along dim 0.
+
+    A model whose first input dimension is not a batch of independent samples (a sequence, a
+    channel) shows it here: its outputs keep their shape or grow along another dimension."""
+    owner = {v: op.owner for op in index.ops for v in op.outputs}
+    for value in index.outputs:
+        spec = index.specs.get(value)
+        if value not in owner or spec is None or spec.shape is None:
+            continue  # an output of unknown shape is checked when the client splits it
+        alone = [s.shape for s in graph.node(owner[value]).outputs if s.shape is not None]
+        if alone and not any(_stacks(spec.shape, shape, k) for shape in alone):
+            raise PlanError(f"micro-batching: output {value!r} has shape {list(spec.shape)} at batch {k}, but "
+                            f"{list(alone[0])} for one request, not {k} of those stacked along dimension 0: the "
+                            "model's first input dimension is not a batch of independent samples; run it without "
+                            "micro-batching")
+
+
+def _stacks(batched: tuple[int, ...], alone: tuple[int, ...], k: int) -> bool:
+    return len(batched) == len(alone) >= 1 and batched[0] == alone[0] * k and batched[1:] == alone[1:]
+
+
+
+def check_same_dependencies(graph: Graph, index: ProgramIndex, k: int) -> None:
+    """Refuse a batch-K program in which a node reads a node it did not read at batch 1.
+
+    Routing orders stages by the graph; an op reading a value from a node the graph does not list
+    as an input could wait on a later stage and never run."""
+    owner = {v: op.owner for op in index.ops for v in op.outputs}
+    for op in index.ops:
+        allowed = set(graph.node(op.owner).inputs) | {op.owner}
+        extra = sorted({owner[v] for v in op.inputs if v in owner} - allowed)
+        if extra:
+            raise PlanError(f"micro-batching: {graph.name} at batch {k} is wired differently from the graph captured "
+                            f"at batch 1: op {op.name!r} of node {op.owner!r} reads node(s) {extra[:3]}, which that "
+                            "node does not read there, so its node ids do not carry over; run it without "
+                            "micro-batching")
