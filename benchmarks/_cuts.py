@@ -1,5 +1,6 @@
 """Plans that cut a captured model inside its DAG structure: shared by tests/runtime/test_lossless_models.py
-and benchmarks/lossless_survey.py.
+and benchmarks/lossless_survey.py. And `two_stage_cut`, the cut at the start of a named module over
+two fast devices, shared by benchmarks/runtime_vs_pipelining.py and benchmarks/micro_batching.py.
 
 A request goes a -> b -> c -> a: four stages, cut near 1/4, 1/2 and 3/4 of the nodes in topological
 order, each cut moved (by at most `WINDOW` nodes) to where at least two tensors cross it when there is
@@ -8,9 +9,17 @@ such a place: inside a residual block, between inception branches, across attent
 
 from __future__ import annotations
 
+from coinfer.api import make_problem
+from coinfer.capture import capture
+from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.graph import Graph
 from coinfer.plan import Plan
+from coinfer.problem import Problem
 
+TWO_DEVICES = ("first", "second")
+# Two devices on a 10 Gbit/s link: the transport, not the emulated network, is what is timed.
+TWO = {"devices": {"first": {"flops_per_s": 1e10, "origin": True}, "second": {"flops_per_s": 1e10}},
+       "links": [{"between": list(TWO_DEVICES), "bandwidth_bits_per_s": 1e10}]}
 WINDOW = 15  # how far a cut may move from its target, in nodes: far enough to reach into the next block
 
 
@@ -61,3 +70,11 @@ def hopping_plan(graph: Graph) -> Plan:
 def cut_positions(plan: Plan) -> list[int]:
     """Where each stage after the first begins (the positions of the plan's cuts)."""
     return [plan.graph.index[s.node_ids[0]] for s in plan.stages[1:]]
+
+
+def two_stage_cut(model: str, split_at: str) -> tuple[Plan, Problem]:
+    """torchvision:`model` cut where module `split_at` begins: before it on "first", the rest on "second"."""
+    graph = capture(f"torchvision:{model}")
+    start = next(i for i, n in enumerate(graph.nodes) if n.module == split_at or n.module.startswith(split_at + "."))
+    plan = Plan(graph, {n.id: TWO_DEVICES[0] if i < start else TWO_DEVICES[1] for i, n in enumerate(graph.nodes)})
+    return plan, make_problem(graph, cluster_from_dict(TWO, "two.yaml"))

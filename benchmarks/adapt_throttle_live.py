@@ -28,10 +28,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-DEADLINES_S = {"vgg16": 0.7, "alexnet": 0.25, "mobilenet_v2": 0.2}  # the paper's
-OBJECTIVE = "origin-energy=0.6,energy=0.3,latency=0.1"  # the paper's score weights
-LINK = "fog->cloud"
-NOMINAL_MBIT_PER_S, THROTTLED_MBIT_PER_S = 100.0, 5.0
+from adapt_policies import DEADLINES_S, OBJECTIVE, THROTTLE_BITS_PER_S, TRACED
+
+LINK = "->".join(TRACED)
+NOMINAL_MBIT_PER_S, THROTTLED_MBIT_PER_S = 100.0, THROTTLE_BITS_PER_S / 1e6
 
 
 def write_trace(path: Path, from_s: float, until_s: float) -> None:

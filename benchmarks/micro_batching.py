@@ -16,9 +16,8 @@ import argparse
 import sys
 from dataclasses import replace
 
-from coinfer.api import make_problem
-from coinfer.capture import capture
-from coinfer.files.cluster_file import cluster_from_dict
+from _cuts import TWO_DEVICES, two_stage_cut
+
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.runtime.client import Client
@@ -26,22 +25,11 @@ from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.run import RunOptions, run_plan
 
-DEVICES = ("first", "second")
-TWO = {"devices": {"first": {"flops_per_s": 1e10, "origin": True}, "second": {"flops_per_s": 1e10}},
-       "links": [{"between": ["first", "second"], "bandwidth_bits_per_s": 1e10}]}
-
-
-def resnet18_cut(split_at: str = "layer3") -> tuple[Plan, Problem]:
-    graph = capture("torchvision:resnet18")
-    start = next(i for i, n in enumerate(graph.nodes) if n.module == split_at or n.module.startswith(split_at + "."))
-    plan = Plan(graph, {n.id: "first" if i < start else "second" for i, n in enumerate(graph.nodes)})
-    return plan, make_problem(graph, cluster_from_dict(TWO, "two.yaml"))
-
 
 def measure(plan: Plan, problem: Problem, batches: list[int], requests: int, in_flight: int) -> list[dict[str, float]]:
     rows = []
     inputs = example_inputs(problem.graph)
-    with LocalWorkers(DEVICES) as workers, Client({d: workers.endpoint(d) for d in DEVICES}) as client:
+    with LocalWorkers(TWO_DEVICES) as workers, Client({d: workers.endpoint(d) for d in TWO_DEVICES}) as client:
         for k in batches:
             base = RunOptions(requests=requests, shaping="none", warmup=2, micro_batch=k, timeout_s=300)
             one = run_plan(plan, problem, client, workers.endpoint,
@@ -70,7 +58,7 @@ def main() -> int:
     parser.add_argument("--batches", default="1,2,4,8", help="the micro-batch sizes K")
     args = parser.parse_args()
     batches = [int(k) for k in args.batches.split(",")]
-    plan, problem = resnet18_cut()
+    plan, problem = two_stage_cut("resnet18", "layer3")
     print(f"| K | p50 ms (1 batch in flight) | req/s (1 batch in flight) | p50 ms ({args.in_flight} batches in flight) "
           f"| req/s ({args.in_flight} batches in flight) | bit-identical at batch K (max abs err) |")
     print("|---|---|---|---|---|---|")

@@ -14,31 +14,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from coinfer.api import make_problem
-from coinfer.capture import capture
-from coinfer.files.cluster_file import cluster_from_dict
-from coinfer.plan import Plan
 from coinfer.runtime.client import Client
 from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.run import RunOptions, run_plan
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _cuts import TWO_DEVICES, two_stage_cut
 from pipelining_peer import measure_torch_pipelining
 
 CUTS = (("resnet18", "layer3"), ("mobilenet_v2", "features.7"), ("vgg16", "features.17"))
-TWO = {"devices": {"first": {"flops_per_s": 1e10, "origin": True}, "second": {"flops_per_s": 1e10}},
-       "links": [{"between": ["first", "second"], "bandwidth_bits_per_s": 1e10}]}
 
 
 def coinfer_cut(model: str, split_at: str, requests: int) -> dict[str, float]:
-    graph = capture(f"torchvision:{model}")
-    start = next(i for i, n in enumerate(graph.nodes) if n.module == split_at or n.module.startswith(split_at + "."))
-    plan = Plan(graph, {n.id: "first" if i < start else "second" for i, n in enumerate(graph.nodes)})
-    problem = make_problem(graph, cluster_from_dict(TWO, "two.yaml"))
+    plan, problem = two_stage_cut(model, split_at)
+    graph = problem.graph
     out: dict[str, float] = {}
-    with LocalWorkers(("first", "second")) as workers, \
-            Client({d: workers.endpoint(d) for d in ("first", "second")}) as client:
+    with LocalWorkers(TWO_DEVICES) as workers, Client({d: workers.endpoint(d) for d in TWO_DEVICES}) as client:
         for version, in_flight in ((1, 1), (2, 8)):
             report = run_plan(plan, problem, client, workers.endpoint,
                               RunOptions(requests=requests, in_flight=in_flight, shaping="none", verify=version == 1,

@@ -56,6 +56,23 @@ def test_run_link_trace_slows_the_traced_link_to_the_trace_bandwidth(plan_file, 
     assert doc["latency_s"]["p50"] > 5 * doc["predicted"]["latency_s"]  # the plan was made for 1 Gbit/s
 
 
+def test_adapt_serves_live_on_local_workers_and_counts_every_byte(plan_file, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # plan_file's fixture wrote the cluster and made tiny_models importable by the workers
+    trace = tmp_path / "drop.txt"
+    trace.write_text("0 1000\n1 0.5\n1000 0.5\n")  # a -> b falls from 1 Gbit/s to 0.5 Mbit/s after 1 s
+    code = main(["adapt", "python:tests.runtime.tiny_models:cnn", "--cluster", str(tmp_path / "three.yaml"),
+                 "--static-solver", "server-only", "--policy", "partial", "--requests", "40",
+                 "--trace", f"a->b={trace}", "--verify", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["mode"] == "workers"
+    assert report["requests"] == report["ok"] == 40 and report["lost"] == 0 and report["duplicated"] == 0
+    assert report["bit_identical"]
+    timeline = report["timeline"]
+    # the bytes the workers reported per hop add up, request by request, to the cut of its plan
+    per_request = [sum(sizes[i] for sizes in timeline["link_bytes"].values()) for i in range(40)]
+    assert per_request == timeline["cut_bytes"] and any(per_request)
+
+
 def test_run_against_a_worker_that_is_down_names_it(plan_file, capsys) -> None:  # type: ignore[no-untyped-def]
     code = main(["run", str(plan_file), "--workers", "a=127.0.0.1:9,b=127.0.0.1:9", "--connect-timeout-s", "1"])
     assert code == 2

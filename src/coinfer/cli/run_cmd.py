@@ -65,16 +65,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from coinfer.files.plan_file import load_plan
+    from coinfer.runtime.batching import check_divisible
 
     plan, problem = load_plan(args.plan)
     for flag, value in (("--requests", args.requests), ("--in-flight", args.in_flight),
                         ("--micro-batch", args.micro_batch)):
         if value < 1:
             raise UserInputError(f"{flag} must be at least 1, got {value}")
-    if args.requests % args.micro_batch:
-        fitting = -(-args.requests // args.micro_batch) * args.micro_batch
-        raise UserInputError(f"--requests {args.requests} is not a multiple of --micro-batch {args.micro_batch}: every "
-                             f"batch packs {args.micro_batch} requests; pass --requests {fitting}")
+    check_divisible(args.requests, args.micro_batch, "--requests ", "--micro-batch ")
     inputs = read_inputs(args.input_file, problem.graph)
     report = execute(plan, problem, args, inputs)
     if args.json:

@@ -39,17 +39,16 @@ FIRST_REQUEST_ID = 1  # run_plan's first request id; a request's slot in its bat
 
 # -- packing on the client ----------------------------------------------------------------------
 
-def check_divisible(requests: int, micro_batch: int) -> None:
-    """Every batch is full: a smaller last batch would need a second program at that batch size."""
+def check_divisible(requests: int, micro_batch: int, requests_label: str = "requests=",
+                    batch_label: str = "micro_batch=") -> None:
+    """Every batch is full: a smaller last batch would need a second program at that batch size.
+    The labels name the two numbers as the caller's user knows them (`--requests ` on the CLI)."""
     if micro_batch < 1:
-        raise UserInputError(f"micro_batch must be at least 1, got {micro_batch}")
+        raise UserInputError(f"{batch_label}{micro_batch}: the micro-batch must be at least 1")
     if requests % micro_batch:
-        raise UserInputError(f"requests={requests} is not a multiple of micro_batch={micro_batch}: every batch packs "
-                             f"micro_batch requests; use requests={_next_multiple(requests, micro_batch)}")
-
-
-def _next_multiple(n: int, k: int) -> int:
-    return -(-n // k) * k
+        fitting = -(-requests // micro_batch) * micro_batch
+        raise UserInputError(f"{requests_label}{requests} is not a multiple of {batch_label}{micro_batch}: every "
+                             f"batch packs {micro_batch} requests; use {requests_label}{fitting}")
 
 
 def pack(requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
