@@ -79,6 +79,7 @@ class Device:
     catalog: str | None = None
     time_model: TimeModel = "flops"
     origin: bool = False
+    idle_power_w: float = 0.0  # drawn while waiting for the answer; the origin only (cost.terms)
 
     @property
     def busy_power_w(self) -> float:

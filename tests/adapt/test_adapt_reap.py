@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,7 +40,13 @@ def full_mesh() -> Cluster:
     return Cluster("mesh", base.devices, links)
 
 
-@pytest.mark.parametrize("cluster", [full_mesh(), edge_fog_cloud(return_link=False)], ids=["mesh", "chain"])
+def waiting_edge(cluster: Cluster, idle_w: float = 9.0) -> Cluster:
+    """The edge draws `idle_w` while it waits for the answer (the origin's waiting energy)."""
+    return replace(cluster, devices=tuple(replace(d, idle_power_w=idle_w) if d.origin else d for d in cluster.devices))
+
+
+@pytest.mark.parametrize("cluster", [full_mesh(), edge_fog_cloud(return_link=False), waiting_edge(full_mesh())],
+                         ids=["mesh", "chain", "mesh-idle"])
 def test_the_estimate_of_every_split_equals_evaluate(cluster: Cluster) -> None:
     problem = problem_of(skip_dag(), cluster)
     model = ChainModel.build(problem, chain_devices(cluster))

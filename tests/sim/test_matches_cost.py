@@ -148,3 +148,16 @@ def test_an_open_loop_below_capacity_sees_no_queue() -> None:
     result = simulate(p, plan, requests=30, rate_per_s=0.5 / b.latency_s)
     assert all(r.latency_s == pytest.approx(b.latency_s, rel=1e-9) for r in result.records)
     assert [r.sent_s for r in result.records] == pytest.approx([i * 2 * b.latency_s for i in range(30)])
+
+
+@pytest.mark.parametrize("devices", DAG_PLANS, ids=lambda d: "-".join(d))
+def test_the_origin_waits_at_its_idle_power_as_evaluate_says(devices: tuple[str, ...]) -> None:
+    p = problem(dag_graph())
+    waiting = tuple(dataclasses.replace(d, idle_power_w=3.0) if d.origin else d for d in p.cluster.devices)
+    p = dataclasses.replace(p, cluster=dataclasses.replace(p.cluster, devices=waiting))
+    plan = place(p.graph, *devices)
+    breakdown = evaluate(plan, p)
+    (record,) = simulate(p, plan, requests=1).records
+    assert record.energy_by_device_j == pytest.approx(dict(breakdown.energy_by_device_j), rel=1e-9)
+    if set(devices) != {"edge"}:  # the edge waited for the other devices and the links
+        assert breakdown.origin_energy_j > 5.0 * sum(s.seconds for s in record.stages if s.device == "edge")

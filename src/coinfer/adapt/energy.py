@@ -2,7 +2,8 @@
 
 - `request_energy_by_device_j`: the cost model's equations (`coinfer.cost.terms`) applied to the
   *measured* stage and hop times: each device's busy power times its compute seconds, plus the
-  sender's transmit power times each hop's seconds. With times equal to the predicted ones it is
+  sender's transmit power times each hop's seconds, and the origin's idle power for the rest of
+  the request's latency. With times equal to the predicted ones it is
   `cost.evaluate`'s `energy_by_device_j` (without codecs, whose CPU time evaluate leaves out).
 - `RaplMeter`: Intel RAPL package counters under /sys/class/powercap (what the adaptive paper reads
   on its laptop fog node, REFERENCE section 4 step 3). A counter wraps at `max_energy_range_uj`;
@@ -31,14 +32,19 @@ POWERCAP_ROOT = Path("/sys/class/powercap")
 _PACKAGE_ZONE = re.compile(r"intel-rapl:\d+")  # top-level zones; sub-zones are intel-rapl:N:M
 
 
-def request_energy_by_device_j(cluster: Cluster, stages: Sequence[StageSample],
-                               hops: Sequence[HopSample]) -> dict[str, float]:
-    """Joules per device (every device of `cluster`, 0 if idle) for these stage and hop times."""
+def request_energy_by_device_j(cluster: Cluster, stages: Sequence[StageSample], hops: Sequence[HopSample],
+                               latency_s: float | None = None) -> dict[str, float]:
+    """Joules per device (every device of `cluster`, 0 if idle) for these stage and hop times, and
+    the origin's idle power while it waited, when the request's `latency_s` is known."""
     energy = {d.name: 0.0 for d in cluster.devices}
     for stage in stages:
         energy[stage.device] += terms.compute_energy_j(cluster.device(stage.device), stage.seconds)
     for hop in hops:
         energy[hop.source] += terms.transmit_energy_j(cluster.link(hop.source, hop.target), hop.seconds)
+    if latency_s is not None:
+        origin = cluster.origin
+        busy_s = sum(s.seconds for s in stages if s.device == origin.name)
+        energy[origin.name] += float(terms.waiting_energy_j(origin, latency_s, busy_s))
     return energy
 
 

@@ -33,6 +33,7 @@ class StageSample:
     seconds: float
     predicted_s: float
     at_s: float
+    behind_s: float = 0.0  # under device emulation: how much longer this machine took than the device played
 
 
 @dataclass(frozen=True)

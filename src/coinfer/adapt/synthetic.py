@@ -49,7 +49,7 @@ def predicted_record(plan: Plan, truth: Problem, base: Problem, *, request_id: i
         members = set(stage.node_ids)
         send([t for t in cost.transfers if t.tensor in members and not t.is_result])
     send([t for t in cost.transfers if t.is_result])
-    energy = request_energy_by_device_j(truth.cluster, stages, hops)
+    energy = request_energy_by_device_j(truth.cluster, stages, hops, cost.latency_s)
     return RequestRecord(request_id, plan_version, sent_s, cost.latency_s, tuple(stages), tuple(hops), energy)
 
 

@@ -75,6 +75,14 @@ def run(args: argparse.Namespace) -> int:
                 which = f" (request {s['request_id']})" if s["request_id"] is not None else ""
                 print(f"{name}: switch at {s['at_s']:.1f} s{which} to {s['plan']}: {s['reason']}")
         for name, r in reports.items():
+            behind = r.get("emulation_behind") or {}
+            if behind.get("stages"):
+                print(f"{name}: emulation fell behind on {behind['stages']} of {behind['of']} stages "
+                      f"({', '.join(f'{d}: {n}' for d, n in behind['by_device'].items())}; median "
+                      f"{behind['median_ms']:.1f} ms, max {behind['max_ms']:.1f} ms): this machine computes them "
+                      f"slower than the devices it plays. The table, the policy and the estimates use the played "
+                      f"devices' times; this machine's latencies are under measured_latency_s in --json")
+        for name, r in reports.items():
             if "bit_identical" in r:
                 verdict = "bit-identical" if r["bit_identical"] else "NOT identical"
                 print(f"{name}: verify: every output vs the unpartitioned model: {verdict}")
@@ -129,7 +137,8 @@ def _by_value(outcome: Any, reference: dict[str, Any]) -> dict[str, Any]:
 
 
 def _timeline(run: Any, problem: Problem, traces: dict[tuple[str, str], Any]) -> dict[str, Any]:
-    """Per request: when it was sent, its latency and the plan version; per traced link, its bandwidth."""
+    """Per request: when it was sent, its latency (the played devices', see `runtime.adaptive._record`)
+    and the plan version; per traced link, its bandwidth."""
     sent = [r.sent_s for r in run.records]
     return {"sent_s": sent, "latency_s": [r.latency_s for r in run.records],
             "plan_version": [r.plan_version for r in run.records],

@@ -11,7 +11,8 @@ Model (REFERENCE section 1, the survey's unified model; choices where it is sile
   value's tensors (`coinfer.codec_model`) and adds the codec's encode + decode time to the hop;
   the link stays busy for the whole hop (a link's sender encodes, sends, and the receiver decodes).
 - Energy: each device's busy power times its compute time, plus the sender's transmit power times
-  each transfer's time on the wire (codec time excluded: it is CPU work, not radio time). Money:
+  each transfer's time on the wire (codec time excluded: it is CPU work, not radio time), plus the
+  origin's idle power for the rest of the request, while it waits (`terms.waiting_energy_j`). Money:
   per-second device and link prices (link time on the wire), per-byte link prices (bytes on the
   wire), and electricity priced per kWh.
 - Reliability: every device that computes, and every directed link that carries data (the
@@ -55,12 +56,13 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
         energy[t.source] += terms.transmit_energy_j(link, t.wire_time_s)
         link_busy_s[(t.source, t.target)] += t.time_s
         cost_usd += terms.link_cost_usd(link, t.wire_time_s, t.wire_bytes)
-    for d in cluster.devices:
-        cost_usd += terms.device_cost_usd(d, busy_s.get(d.name, 0.0), energy[d.name])
     compute_s = sum(busy_s.values())
     transfer_s = sum(t.time_s for t in transfers)
     queue_s = sum(queueing_s.values())
     latency_s = compute_s + transfer_s + queue_s
+    energy[problem.origin] += float(terms.waiting_energy_j(cluster.origin, latency_s, busy_s.get(problem.origin, 0.0)))
+    for d in cluster.devices:
+        cost_usd += terms.device_cost_usd(d, busy_s.get(d.name, 0.0), energy[d.name])
 
     reliability = math.prod(1.0 - cluster.device(d).failure_probability for d in busy_s)
     for src, dst in link_busy_s:

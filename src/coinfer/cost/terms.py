@@ -7,8 +7,13 @@ equation lives in exactly one place.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
+
+import numpy as np
 
 from coinfer.cluster import BackgroundLoad, Device, Link
+
+Seconds = TypeVar("Seconds", float, np.ndarray)  # one request's figures, or many candidates' at once
 
 JOULES_PER_KWH = 3.6e6
 
@@ -51,6 +56,21 @@ def queueing_time_s(load: BackgroundLoad | None) -> float:
 def compute_energy_j(device: Device, busy_s: float) -> float:
     """E_c = a_i * L_c; under DVFS a_i = kappa f^3, which makes E = kappa f^2 C for C cycles."""
     return device.busy_power_w * busy_s
+
+
+def waiting_energy_j(origin: Device, latency_s: Seconds, busy_s: Seconds) -> Seconds:
+    """What the origin draws while it waits for its answer: idle power times the request's time
+    not spent computing on it.
+
+    The origin holds the request from input to result (a camera, a phone; the adaptive paper's Pi,
+    which draws a fixed 12 W whatever it does, REFERENCE section 4). While its own radio sends it
+    draws idle power plus the link's transmit power, so only compute time is taken out. Servers
+    spend their waiting time on other requests, so it is not charged to this one. Takes floats, or
+    arrays of candidates (`adapt.policies.reap_model`), and returns the same.
+    """
+    if origin.idle_power_w == 0.0:
+        return busy_s * 0.0  # zeros of the input's shape; latency may be inf, and 0 W * inf s is nan
+    return origin.idle_power_w * np.maximum(latency_s - busy_s, 0.0)  # type: ignore[no-any-return]
 
 
 def transmit_energy_j(link: Link | None, transfer_s: float) -> float:

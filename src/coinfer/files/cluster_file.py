@@ -56,6 +56,7 @@ class DeviceDoc(_Strict):
     failure_probability: float = _Probability
     background: BackgroundDoc | None = None
     origin: bool = False
+    idle_power_w: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _one_compute_source(self) -> DeviceDoc:
@@ -64,6 +65,9 @@ class DeviceDoc(_Strict):
                              "(see 'coinfer devices')")
         if self.dvfs is not None and self.flops_per_s is not None:
             raise ValueError("give either 'dvfs' (which sets the speed from its clock) or 'flops_per_s', not both")
+        if self.idle_power_w > 0 and not self.origin:
+            raise ValueError("'idle_power_w' is what the origin draws while it waits for its answer; a server's "
+                             "waiting time serves other requests, so only the origin may set it")
         return self
 
 
@@ -152,6 +156,12 @@ def _device(name: str, doc: DeviceDoc, where: str | Path) -> Device:
             f"below service_rate_per_s ({background.service_rate_per_s}) or the queue grows without bound"
         )
     assert flops is not None  # guaranteed by DeviceDoc._one_compute_source
+    busy_w = dvfs.power_w if dvfs is not None else (power or 0.0)
+    if doc.idle_power_w > busy_w:
+        raise ClusterFileError(
+            f"{where}: devices.{name}.idle_power_w: {doc.idle_power_w:g} W is above the power it draws while "
+            f"computing ({busy_w:g} W); a device draws at least its idle power when busy, so lower it or raise power_w"
+        )
     return Device(
         name=name,
         tier=doc.tier or ("end" if doc.origin else "edge"),
@@ -167,6 +177,7 @@ def _device(name: str, doc: DeviceDoc, where: str | Path) -> Device:
         # A catalogued device is predicted by its roofline unless the file fixes its speed.
         time_model="roofline" if catalog is not None and doc.flops_per_s is None and dvfs is None else "flops",
         origin=doc.origin,
+        idle_power_w=doc.idle_power_w,
     )
 
 
@@ -259,6 +270,8 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
         doc.update(power_w=d.power_w, price_usd_per_s=d.price_usd_per_s,
                    electricity_usd_per_kwh=d.electricity_usd_per_kwh,
                    failure_probability=d.failure_probability, origin=d.origin)
+        if d.idle_power_w:
+            doc["idle_power_w"] = d.idle_power_w
         if d.background is not None:
             b = d.background
             doc["background"] = {"arrival_rate_per_s": b.arrival_rate_per_s,

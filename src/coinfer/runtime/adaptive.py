@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +34,11 @@ from coinfer.errors import UserInputError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.runtime.client import Client, Outcome
-from coinfer.runtime.run import ClientAddress, Endpoint, RunOptions, deploy
+from coinfer.runtime.run import ClientAddress, Endpoint, RunOptions, deploy, deploy_with_traces_from_now
 
 log = logging.getLogger(__name__)
 
+BEHIND_TOLERANCE_S = 1e-3  # a sleep overshoots its target by a fraction of this; more is this machine's slowness
 TELEMETRY_WAIT_S = 2.0  # how long a finished request waits for the last worker's report
 
 
@@ -78,12 +80,13 @@ def serve_adaptive(problem: Problem, static: Plan, policy: Policy, client: Clien
     if options.micro_batch != 1:  # telemetry, energy and switches are per request, not per batch
         raise UserInputError("adaptive serving sends one request at a time; run it with micro_batch=1")
     probe_sizes = [size for _ in range(PROBE_REPEATS) for size in probe_sizes_bytes]
-    options = _with(options, telemetry=True, trace_epoch_unix_s=options.trace_epoch_unix_s or time.time())
+    options = _with(options, telemetry=True)
     estimator = estimator or Estimator(problem)
     run = AdaptiveRun()
     version = options.plan_version
-    replies = deploy(client, static, problem, endpoint, _with(options, plan_version=version), client_address,
-                     everywhere=True)
+    # the traces start with the first request, and keep their epoch across switches
+    replies, options = deploy_with_traces_from_now(client, static, problem, endpoint, options, client_address,
+                                                   everywhere=True)
     output_names = tuple(replies[problem.origin]["results"])  # the same values under every plan
     run.plans[version], run.cut_bytes[version] = str(static), evaluate(static, problem).cut_bytes
     current, plans = static, {version: static}
@@ -213,8 +216,16 @@ def _hop(doc: Mapping[str, Any], start_unix_s: float, *, probe: bool = False) ->
 
 def _record(outcome: Outcome, version: int, plan: Plan, problem: Problem, reports: list[dict[str, Any]],
             start_s: float, start_unix_s: float) -> RequestRecord:
-    """The request as the workers reported it. Under device emulation a stage's time is its held
-    time: the device being played took that long, whatever this machine needed."""
+    """The request as the workers reported it.
+
+    Under device emulation a stage's time is the emulated device's (the worker's target): the
+    device being played takes that long, whatever this machine needs. When this machine is slower
+    than the device it plays (a GPU's stage on a laptop CPU), the stage is held for the real
+    compute time instead, and `behind_s` says by how much. The record is the played world: stage
+    times at the played devices' speed and the latency less the stages' lag (one request's stages
+    run one after another), so policies and estimates see the devices being played rather than
+    this machine. `summary` reports the measured latency beside it.
+    """
     stages: list[StageSample] = []
     hops: list[HopSample] = []
     for report in reports:
@@ -222,35 +233,58 @@ def _record(outcome: Outcome, version: int, plan: Plan, problem: Problem, report
         times = problem.node_time_s[device]
         for s in report["stages"]:
             node_ids = tuple(s["node_ids"])
-            stages.append(StageSample(device, node_ids, float(s["held_s"]), sum(times[n] for n in node_ids),
-                                      float(s["at_unix_s"]) - start_unix_s))
+            held_s, target_s = float(s["held_s"]), s.get("target_s")
+            seconds = held_s if target_s is None else min(held_s, float(target_s))
+            stages.append(StageSample(device, node_ids, seconds, sum(times[n] for n in node_ids),
+                                      float(s["at_unix_s"]) - start_unix_s, held_s - seconds))
         hops.extend(_hop(h, start_unix_s) for h in report["hops"])
     del plan
-    energy = request_energy_by_device_j(problem.cluster, stages, hops)
+    latency = None
+    if outcome.ok and outcome.latency_s is not None:
+        latency = outcome.latency_s - sum(s.behind_s for s in stages)
+    energy = request_energy_by_device_j(problem.cluster, stages, hops, latency)
     queues = {str(r["device"]): int(r.get("inbox", 0)) for r in reports}
-    latency = outcome.latency_s if outcome.ok else None
     return RequestRecord(outcome.request_id, version, outcome.sent_s - start_s, latency, tuple(stages), tuple(hops),
                          energy, queues)
 
 
 def summary(run: AdaptiveRun, problem: Problem) -> dict[str, Any]:
-    """The `coinfer adapt --json` figures of one run."""
+    """The `coinfer adapt --json` figures of one run. Latencies are the played devices' (`_record`);
+    `measured_latency_s` and `measured_deadline_misses` are this machine's, equal without lag."""
     ok = [r.latency_s for r in run.records if r.latency_s is not None]
+    measured = [o.latency_s for o in run.outcomes if o.ok and o.latency_s is not None]
     deadline = problem.constraints.deadline_s
     energies = [r.energy_j for r in run.records if r.ok]
     lost = sum(1 for o in run.outcomes if not o.ok)
     return {
         "requests": len(run.outcomes), "ok": len(ok), "lost": lost, "duplicated": run.duplicated,
-        "latency_s": {"p50": float(np.percentile(ok, 50)) if ok else None,
-                      "p95": float(np.percentile(ok, 95)) if ok else None,
-                      "mean": statistics.fmean(ok) if ok else None},
+        "latency_s": _percentiles(ok),
+        "measured_latency_s": _percentiles(measured),
         "energy_j_per_request": statistics.fmean(energies) if energies else None,
         "energy_source": "model",
         "deadline_s": deadline,
         "deadline_misses": sum(1 for t in ok if deadline is not None and t > deadline),
+        "measured_deadline_misses": sum(1 for t in measured if deadline is not None and t > deadline),
         "switches": [vars(s) for s in run.switches],
         "decision_ms": {"median": statistics.median(run.decision_s) * 1e3 if run.decision_s else None,
                         "max": max(run.decision_s) * 1e3 if run.decision_s else None},
         "throughput_rps": len(ok) / run.elapsed_s if run.elapsed_s > 0 else None,
         "plans": {str(v): p for v, p in run.plans.items()},
+        "emulation_behind": _behind(run.records),
     }
+
+
+def _percentiles(latencies_s: Sequence[float]) -> dict[str, float | None]:
+    if not latencies_s:
+        return {"p50": None, "p95": None, "mean": None}
+    return {"p50": float(np.percentile(latencies_s, 50)), "p95": float(np.percentile(latencies_s, 95)),
+            "mean": statistics.fmean(latencies_s)}
+
+
+def _behind(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Stages this machine computed slower than the emulated device it played (see `_record`)."""
+    stages = [s for r in records for s in r.stages]
+    late = [s for s in stages if s.behind_s > BEHIND_TOLERANCE_S]
+    return {"stages": len(late), "of": len(stages), "by_device": dict(Counter(s.device for s in late)),
+            "median_ms": statistics.median(s.behind_s for s in late) * 1e3 if late else None,
+            "max_ms": max(s.behind_s for s in late) * 1e3 if late else None}

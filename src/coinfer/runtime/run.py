@@ -17,7 +17,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -128,6 +128,23 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
     return replies
 
 
+def deploy_with_traces_from_now(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint,
+                                options: RunOptions, client_address: ClientAddress | None = None, *,
+                                everywhere: bool = False) -> tuple[dict[str, Any], RunOptions]:
+    """`deploy`, with the link traces starting when it returns rather than when it began.
+
+    Building the stages can take seconds (VGG16's: tens), and a trace that started before would
+    be that far along at the first request. With traces and no fixed epoch the plan is deployed
+    twice: once to build (the executors are cached per graph), then again, quickly, with the
+    epoch set to now, which restarts every traced link's shaper. Returns the replies and the
+    options with that epoch, for the deploys of later plan versions."""
+    replies = deploy(client, plan, problem, endpoint, options, client_address, everywhere=everywhere)
+    if options.traces and options.trace_epoch_unix_s is None:
+        options = replace(options, trace_epoch_unix_s=time.time())
+        replies = deploy(client, plan, problem, endpoint, options, client_address, everywhere=everywhere)
+    return replies, options
+
+
 def _sends(plan: Plan, problem: Problem, source: str, target: str) -> bool:
     return any(t.source == source and t.target == target for t in evaluate(plan, problem).transfers)
 
@@ -142,7 +159,7 @@ def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, o
     k = options.micro_batch
     check_divisible(options.requests, k)
     start = time.perf_counter()
-    replies = deploy(client, plan, problem, endpoint, options, client_address)
+    replies, options = deploy_with_traces_from_now(client, plan, problem, endpoint, options, client_address)
     deploy_s = time.perf_counter() - start
     output_names = tuple(replies[problem.origin]["results"])
     version = options.plan_version

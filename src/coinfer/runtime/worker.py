@@ -335,7 +335,7 @@ class Worker:
         if self._current is not None:
             self._current.stages.append({"index": stage.index, "node_ids": list(stage.node_ids),
                                          "compute_s": compute_s, "held_s": time.perf_counter() - start,
-                                         "at_unix_s": time.time()})
+                                         "target_s": target_s, "at_unix_s": time.time()})
         return out
 
     # -- stats ------------------------------------------------------------------------------

@@ -82,8 +82,10 @@ class Server:
             yield from self._dataflow(program, trail)
         stages = tuple(trail.stages[i] for i in sorted(trail.stages))
         hops = tuple(trail.hops[i] for i in sorted(trail.hops))
-        return RequestRecord(request_id, version, sent_s, self.env.now - sent_s, stages, hops,
-                             request_energy_by_device_j(self.problem.cluster, stages, hops), dict(trail.queue_lengths))
+        latency_s = self.env.now - sent_s
+        return RequestRecord(request_id, version, sent_s, latency_s, stages, hops,
+                             request_energy_by_device_j(self.problem.cluster, stages, hops, latency_s),
+                             dict(trail.queue_lengths))
 
     def _serial(self, program: Program, trail: _Trail) -> Process:
         for step in program.serial_steps:

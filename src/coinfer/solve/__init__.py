@@ -1,4 +1,8 @@
-"""Solvers: pure functions Problem -> Plan, registered by name in `SOLVERS`."""
+"""Solvers: pure functions Problem -> Plan, registered by name in `SOLVERS`.
+
+Registered solvers see the origin's idle power folded into their objective (`solve.waiting`);
+the ones that cost whole plans with `cost.evaluate` see the problem as it is.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,11 @@ from coinfer.solve.ilp import ilp
 from coinfer.solve.neurosurgeon import neurosurgeon
 from coinfer.solve.pareto import pareto
 from coinfer.solve.pipeline_dp import pipeline_dp
+from coinfer.solve.waiting import folding
 
 Solver = Callable[[Problem], Plan]
 
-SOLVERS: Mapping[str, Solver] = {
+_FUNCTIONS: Mapping[str, Solver] = {
     "origin-only": origin_only,
     "server-only": server_only,
     "neurosurgeon": neurosurgeon,
@@ -34,6 +39,10 @@ SOLVERS: Mapping[str, Solver] = {
     "pareto": pareto,
     "brute-force": brute_force,
 }
+_COSTS_WHOLE_PLANS = frozenset({"origin-only", "server-only", "brute-force"})
+
+SOLVERS: Mapping[str, Solver] = {name: fn if name in _COSTS_WHOLE_PLANS else folding(name, fn)
+                                 for name, fn in _FUNCTIONS.items()}
 
 
 def get_solver(name: str) -> Solver:

@@ -36,6 +36,7 @@ from coinfer.cost import terms
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.solve.chain_dp import LinkArrays
+from coinfer.solve.waiting import fold_waiting_energy
 
 WINDOW = 8
 SCORE_CHUNK_ELEMENTS = 1 << 22  # placements x nodes x devices scored at once (a few 32 MB arrays)
@@ -58,7 +59,7 @@ def hpa(problem: Problem) -> Plan:
 
 def hpa_adjust(problem: Problem, current: Plan) -> Plan:
     """Move only the boundaries of `current` that must move for `problem`'s new times and links."""
-    batch = BatchCost(problem)
+    batch = BatchCost(fold_waiting_energy(problem, "hpa's adjustment"))
     where = {name: i for i, name in enumerate(batch.devices)}
     stages = current.stages
     path: Path = tuple(where[s.device] for s in stages)

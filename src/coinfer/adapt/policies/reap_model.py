@@ -16,7 +16,8 @@ on the origin, [i, j) on the fog and [j, N) on the cloud. Its estimate:
   it because the runtime sends it, and a split that needs a missing link costs infinity, which
   drops it (a cluster whose cloud has no link back to the edge never uses the cloud).
 - energy: each device's busy power (the edge's fixed power in the paper: 12 W) times its compute
-  time, plus the sender's transmit power times its hop time (`cost.terms`' model).
+  time, plus the sender's transmit power times its hop time, plus the edge's idle power while it
+  waits for the answer (`cost.terms`' model).
 
 How: per link, the messages and bytes each split sends form a few rectangles in the (i, j) plane
 (a value produced at position p and read at r crosses origin -> fog when r_prev < i <= r < j, and
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coinfer.cluster import Cluster
-from coinfer.cost import evaluate
+from coinfer.cost import evaluate, terms
 from coinfer.graph import Graph
 from coinfer.plan import Plan
 from coinfer.problem import Problem
@@ -116,8 +117,9 @@ class ChainModel:
                 total = total + link.power_w * hop_s
                 if a == 0:
                     edge = edge + link.power_w * hop_s
+        wait = terms.waiting_energy_j(problem.cluster.device(self.devices[0]), latency, t_edge)
         latency = np.where(self.valid, latency, math.inf)
-        return Estimate(latency, edge, total)
+        return Estimate(latency, edge + wait, total + wait)
 
     def plan(self, split: Split, solver: str = "reap") -> Plan:
         i, j = split

@@ -1,0 +1,153 @@
+"""The origin's idle power: what evaluate charges, and the fold that lets every solver optimise it.
+
+The fold is checked plan by plan (the folded objective equals the true one) and solver by solver
+(`ilp` and `chain-dp` through `SOLVERS` equal the brute-force oracle, which costs the problem as it
+is with `cost.evaluate`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coinfer.adapt.energy import request_energy_by_device_j
+from coinfer.adapt.records import HopSample, StageSample
+from coinfer.api import make_problem
+from coinfer.cluster import Cluster, Device, Dvfs, Link
+from coinfer.cost import evaluate
+from coinfer.errors import ClusterFileError, UserInputError
+from coinfer.files.cluster_file import cluster_from_yaml, load_cluster
+from coinfer.graph import Graph, GraphInput, Node, TensorSpec
+from coinfer.plan import Plan, all_on
+from coinfer.problem import Constraints, Problem
+from coinfer.solve import SOLVERS
+from coinfer.solve.waiting import fold_waiting_energy
+from tests.solve.random_problems import problems
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+OBJECTIVES = ["energy", "origin-energy", "cost", "latency=1,origin-energy=0.5,energy=0.2,cost=100"]
+
+
+def _two_layer_problem(idle_w: float, objective: str = "energy") -> Problem:
+    graph = Graph("two", (GraphInput("x", TensorSpec(1_000_000)),),
+                  (Node("a", ("x",), flops=1e9, output_bytes=1_000_000), Node("b", ("a",), flops=1e9, output_bytes=10)))
+    cluster = Cluster("c", (Device("phone", "end", 1e9, power_w=5.0, origin=True, idle_power_w=idle_w),
+                            Device("server", "edge", 1e10, power_w=40.0)),
+                      (Link("phone", "server", 8e6, power_w=1.0), Link("server", "phone", 8e6)))
+    return make_problem(graph, cluster, objective=objective)
+
+
+def test_evaluate_charges_the_origin_its_idle_power_while_it_waits() -> None:
+    plan = Plan(_two_layer_problem(0.0).graph, {"a": "phone", "b": "server"})
+    without = evaluate(plan, _two_layer_problem(0.0))
+    with_idle = evaluate(plan, _two_layer_problem(2.0))
+    # phone computes a (1 s); it sends 1 MB at 1 MB/s (1 s), the server computes b (0.1 s), and
+    # 10 bytes return: the phone waits latency - 1 s, at 2 W
+    assert without.latency_s == with_idle.latency_s == pytest.approx(1.0 + 1.0 + 0.1 + 10 / 1e6)
+    waited_s = with_idle.latency_s - 1.0
+    assert with_idle.origin_energy_j == pytest.approx(without.origin_energy_j + 2.0 * waited_s)
+    assert with_idle.energy_by_device_j["server"] == without.energy_by_device_j["server"]
+    assert with_idle.energy_j == pytest.approx(without.energy_j + 2.0 * waited_s)
+
+
+def test_measured_request_energy_charges_the_same_wait() -> None:
+    problem = _two_layer_problem(2.0)
+    stages = [StageSample("phone", ("a",), 1.0, 1.0, 1.0), StageSample("server", ("b",), 0.1, 0.1, 2.1)]
+    hops = [HopSample("phone", "server", 1_000_000, 1.0, 2.0)]
+    failed = request_energy_by_device_j(problem.cluster, stages, hops)
+    served = request_energy_by_device_j(problem.cluster, stages, hops, latency_s=2.5)
+    assert served["phone"] == pytest.approx(failed["phone"] + 2.0 * 1.5)
+    assert served["server"] == failed["server"]
+
+
+@st.composite
+def idle_problems(draw: st.DrawFn, *, objective: str, chain: bool = False, devices: int | None = None) -> Problem:
+    """Random problems whose origin has idle power up to its busy power, and electricity prices."""
+    p = draw(problems(max_nodes=5, chain=chain, devices=devices, objective=objective))
+    devs = tuple(replace(d, electricity_usd_per_kwh=draw(st.floats(0, 0.3)), price_usd_per_s=draw(st.floats(0, 1e-3)),
+                         idle_power_w=draw(st.floats(0, 1)) * d.power_w if d.origin else 0.0)
+                 for d in p.cluster.devices)
+    return replace(p, cluster=replace(p.cluster, devices=devs))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@SETTINGS
+@given(data=st.data())
+def test_the_folded_objective_equals_the_true_one_plan_for_plan(objective: str, data: st.DataObject) -> None:
+    problem = data.draw(idle_problems(objective=objective))
+    folded = fold_waiting_energy(problem)
+    assert folded.cluster.origin.idle_power_w == 0.0
+    names = problem.cluster.device_names
+    for devices in itertools.islice(itertools.product(names, repeat=len(problem.graph.nodes)), 40):
+        plan = Plan(problem.graph, dict(zip((n.id for n in problem.graph.nodes), devices, strict=True)))
+        true, seen = evaluate(plan, problem), evaluate(plan, folded)
+        assert seen.objective_value == pytest.approx(true.objective_value, rel=1e-9, abs=1e-15)
+        assert seen.latency_s == true.latency_s
+
+
+def test_the_fold_keeps_a_dvfs_clock_and_lowers_its_power() -> None:
+    p = _two_layer_problem(0.0)
+    dvfs = Dvfs(kappa_w_per_hz3=1e-27, clock_hz=1e9, flops_per_cycle=1.0)  # 1 W at 1 GHz
+    origin = replace(p.cluster.origin, dvfs=dvfs, power_w=0.0, idle_power_w=0.25)
+    p = replace(p, cluster=replace(p.cluster, devices=(origin, p.cluster.devices[1])))
+    folded = fold_waiting_energy(p).cluster.origin
+    assert folded.dvfs is not None and folded.dvfs.clock_hz == 1e9
+    assert folded.busy_power_w == pytest.approx(0.75)
+
+
+def _assert_equals_oracle(name: str, problem: Problem) -> None:
+    plan = SOLVERS[name](problem)
+    b = evaluate(plan, problem)
+    assert plan.reported_objective == pytest.approx(b.objective_value, rel=1e-9, abs=1e-15)
+    oracle = evaluate(SOLVERS["brute-force"](problem), problem)
+    scale = min(evaluate(all_on(problem.graph, d), problem).objective_value for d in problem.cluster.device_names)
+    assert b.objective_value == pytest.approx(oracle.objective_value, rel=1e-7, abs=max(1e-9 * scale, 1e-12))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@SETTINGS
+@given(data=st.data())
+def test_ilp_with_idle_power_equals_the_oracle(objective: str, data: st.DataObject) -> None:
+    _assert_equals_oracle("ilp", data.draw(idle_problems(objective=objective)))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@SETTINGS
+@given(data=st.data())
+def test_chain_dp_with_idle_power_equals_the_oracle(objective: str, data: st.DataObject) -> None:
+    _assert_equals_oracle("chain-dp", data.draw(idle_problems(objective=objective, chain=True)))
+
+
+def test_idle_power_changes_the_best_plan() -> None:
+    """Without idle power the server (8 J, 1 J to upload) beats the phone (10 J); waiting 1.2 s at 4 W for the
+    upload and the server's compute makes the phone the better choice."""
+    assert set(SOLVERS["ilp"](_two_layer_problem(0.0)).placement.values()) == {"server"}
+    assert set(SOLVERS["ilp"](_two_layer_problem(4.0)).placement.values()) == {"phone"}
+
+
+def test_an_energy_budget_with_idle_power_is_refused_except_by_brute_force() -> None:
+    p = replace(_two_layer_problem(2.0), constraints=Constraints(origin_energy_budget_j=100.0))
+    with pytest.raises(UserInputError, match=r"solver 'ilp' cannot take an origin energy budget.*brute-force"):
+        SOLVERS["ilp"](p)
+    assert evaluate(SOLVERS["brute-force"](p), p).feasible
+
+
+def test_cluster_files_give_idle_power_to_the_origin_only() -> None:
+    text = """
+devices:
+  phone: {flops_per_s: 1.0e9, power_w: 5, idle_power_w: %s, origin: true}
+  server: {flops_per_s: 1.0e10, power_w: 50 %s}
+links:
+  - {between: [phone, server], bandwidth_bits_per_s: 1.0e7}
+"""
+    assert cluster_from_yaml(text % (2, ""), "c.yaml").origin.idle_power_w == 2.0
+    with pytest.raises(ClusterFileError, match=r"devices.phone.idle_power_w: 6 W is above .* \(5 W\)"):
+        cluster_from_yaml(text % (6, ""), "c.yaml")
+    with pytest.raises(ClusterFileError, match="only the origin may set it"):
+        cluster_from_yaml(text % (0, ", idle_power_w: 1"), "c.yaml")
+    preset = load_cluster("pi-laptop-desktop")
+    assert preset.origin.idle_power_w == preset.origin.busy_power_w == 12.0  # the paper's fixed 12 W
