@@ -20,7 +20,8 @@ Choices, and why:
 - The traced link is fog -> cloud: the paper's wide-area hop, the one it throttled; edge -> fog is
   the lab's local link and stays at the configured 100 Mbit/s. Traces are 3G commute logs from
   ../shared/data/traces/test (1.5-3.3 Mbit/s on average, far below the configured 100 Mbit/s),
-  played in real time from the start; `--bandwidth-scale` multiplies them.
+  played in real time from the start; `--bandwidth-scale` multiplies them. `--uplink-trace` makes
+  edge -> fog follow the next trace of the list as well (a Pi on WiFi or a cellular modem).
 - One request in flight (the paper's single camera), `--requests` per run; repetition k uses the
   k-th trace, every policy sees the same trace.
 
@@ -77,6 +78,7 @@ DEADLINES_S = {"vgg16": 0.7, "alexnet": 0.25, "mobilenet_v2": 0.2}  # the paper'
 OBJECTIVE = "origin-energy=0.6,energy=0.3,latency=0.1"
 CHAIN = ("edge", "fog", "cloud")
 TRACED = ("fog", "cloud")
+UPLINK = ("edge", "fog")  # traced too with --uplink-trace
 TRACE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "test"
 TEST_TRACES = ("norway_bus_1", "norway_car_1", "norway_ferry_1", "norway_metro_1", "norway_train_1")
 THROTTLE_FROM_S, THROTTLE_UNTIL_S, THROTTLE_END_S = 60.0, 120.0, 180.0
@@ -137,10 +139,18 @@ def throttle_trace(nominal_bits_per_s: float) -> BandwidthTrace:
                           (nominal_bits_per_s, THROTTLE_BITS_PER_S, nominal_bits_per_s, nominal_bits_per_s))
 
 
-def run(problem: Problem, static: Plan, policy: str, trace: BandwidthTrace, requests: int,
+def run(problem: Problem, static: Plan, policy: str, traces: dict[tuple[str, str], BandwidthTrace], requests: int,
         until_s: float | None = None) -> SimResult:
     return simulate_adaptive(problem, get_policy(policy), static=static, requests=requests, until_s=until_s,
-                             traces={TRACED: trace})
+                             traces=traces)
+
+
+def traced_links(traces: Sequence[BandwidthTrace], k: int, uplink_too: bool) -> dict[tuple[str, str], BandwidthTrace]:
+    """Repetition k: fog -> cloud follows the k-th trace; with `uplink_too` edge -> fog the next one."""
+    links = {TRACED: traces[k]}
+    if uplink_too:
+        links[UPLINK] = traces[(k + 1) % len(traces)]
+    return links
 
 
 def mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 0) -> str:
@@ -218,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the static split: the best for the configured cluster, or the layers in thirds")
     parser.add_argument("--objective", choices=("raw", "normalised"), default="raw",
                         help="the paper's weights on joules and seconds, or divided by its probe-split means")
+    parser.add_argument("--uplink-trace", action="store_true",
+                        help="edge -> fog follows a trace too (the next one in --traces), as a Pi on WiFi would")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown tables")
     parser.add_argument("--plot", type=Path, help="timeline figure of the first model on the first trace "
                                                   "(and FILE-throttle.png of its throttling run)")
@@ -233,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     nominal = cluster.link(*TRACED)
     assert nominal is not None
     report: dict[str, Any] = {"objective": args.objective, "static": args.static,
-                              "traced_link": "->".join(TRACED), "traces": args.traces,
+                              "traced_links": ["->".join(TRACED), *(["->".join(UPLINK)] if args.uplink_trace else [])],
+                              "traces": args.traces,
                               "bandwidth_scale": args.bandwidth_scale, "requests": args.requests, "models": {}}
     started = time.perf_counter()
     for k, model in enumerate(models):
@@ -244,9 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    deadline_s=DEADLINES_S[model])
         static = thirds_split(problem) if args.static == "thirds" else static_split(problem)
         predicted = evaluate(static, problem)
-        runs = {p: [run(problem, static, p, trace, args.requests) for trace in traces] for p in policies}
-        throttled = {p: run(problem, static, p, throttle_trace(nominal.bandwidth_bits_per_s), THROTTLE_REQUESTS,
-                            THROTTLE_END_S) for p in policies}
+        runs = {p: [run(problem, static, p, traced_links(traces, rep, args.uplink_trace), args.requests)
+                    for rep in range(len(traces))] for p in policies}
+        throttled = {p: run(problem, static, p, {TRACED: throttle_trace(nominal.bandwidth_bits_per_s)},
+                            THROTTLE_REQUESTS, THROTTLE_END_S) for p in policies}
         rows = {p: throttle_rows(r) for p, r in throttled.items()}
         report["models"][model] = {
             "static": str(static),

@@ -168,3 +168,25 @@ def test_adapt_unknown_policy_is_one_message(files, capsys) -> None:  # type: ig
     graph, cluster = files
     assert main(["adapt", str(graph), "--cluster", str(cluster), "--simulate", "--policy", "nope"]) == 2
     assert "unknown policy 'nope'; policies: static" in capsys.readouterr().err
+
+
+def test_adapt_policy_options_reach_the_policies(files, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, cluster = files
+    trace = tmp_path / "trace.txt"
+    trace.write_text("0 8\n1 0.1\n30 8\n")
+    base = ["adapt", str(graph), "--cluster", str(cluster), "--simulate", "--requests", "60", "--trace", str(trace)]
+    code, default = run_json(capsys, *base, "--compare", "partial,resolve")
+    assert code == 0 and default["partial"]["switches"] and default["resolve"]["switches"]
+    # a 99% hysteresis keeps partial on its plan (no deadline here to waive it); resolve is untouched
+    code, doc = run_json(capsys, *base, "--compare", "partial,resolve", "--policy-option", "partial.hysteresis=0.99")
+    assert code == 0 and doc["partial"]["switches"] == []
+    assert doc["resolve"]["switches"] == default["resolve"]["switches"]
+    code, doc = run_json(capsys, *base, "--compare", "partial,resolve", "--policy-option", "hysteresis=0.99")
+    assert code == 0 and doc["partial"]["switches"] == doc["resolve"]["switches"] == []
+    for argv, message in ((["--policy-option", "windows=3"], "none of partial has an option 'windows'"),
+                          (["--policy-option", "reap.window_runs=3"], "policy 'reap' is not run here"),
+                          (["--policy-option", "window"], "write KEY=VALUE"),
+                          (["--policy-option", "window=many"], "option window of policy 'partial' should be int")):
+        assert main([*base, "--policy", "partial", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

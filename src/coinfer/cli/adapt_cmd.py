@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ def register(sub: Any) -> None:
                    "(default ilp: the exact optimum for the configured cluster)")
     p.add_argument("--policy", default="partial", help="static | reap | partial | resolve (default partial)")
     p.add_argument("--compare", metavar="P1,P2,...", help="serve the same stream once per policy; one table")
+    p.add_argument("--policy-option", action="append", default=[], metavar="[POLICY.]KEY=VALUE",
+                   help="a policy option, e.g. window=50 or resolve.granularity=op (docs/adaptive.md lists them); "
+                   "without POLICY it goes to every policy run that has KEY")
     p.add_argument("--trace", action="append", default=[], metavar="[SRC->DST=]FILE",
                    help="a link's bandwidth follows this trace (time_s mbit_per_s lines, ../shared/data/traces); "
                    "without SRC->DST, the origin's uplinks follow it")
@@ -54,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("--requests and --in-flight must be at least 1")
     problem = problem_from_args(args)
     names = [n.strip() for n in (args.compare or args.policy).split(",") if n.strip()]
-    policies = {name: get_policy(name) for name in names}  # unknown names fail here, before any worker starts
+    # unknown names and options fail here, before any worker starts
+    options = policy_options(args.policy_option, names)
+    policies = {name: get_policy(name, **options[name]) for name in names}
     static = get_solver(args.static_solver)(problem)
     traces = link_traces(args.trace, args.trace_speedup, problem)
     reports = {}
@@ -90,6 +96,30 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.plot}")
     lost = sum(r["lost"] + r["duplicated"] for r in reports.values())
     return 0 if lost == 0 else 1
+
+
+def policy_options(items: list[str], names: list[str]) -> dict[str, dict[str, str]]:
+    """`--policy-option` values, per policy name (see the option's help)."""
+    from coinfer.adapt.policies import POLICIES
+
+    options: dict[str, dict[str, str]] = {name: {} for name in names}
+    for item in items:
+        key, eq, value = item.partition("=")
+        policy, dot, key = key.rpartition(".")
+        if not eq or not key:
+            raise UserInputError(f"--policy-option {item!r}: write KEY=VALUE or POLICY.KEY=VALUE, e.g. window=50")
+        if dot:
+            if policy not in options:
+                raise UserInputError(f"--policy-option {item!r}: policy {policy!r} is not run here "
+                                     f"(running: {', '.join(names)})")
+            options[policy][key] = value
+            continue
+        takers = [n for n in names if n in POLICIES and key in {f.name for f in dataclasses.fields(POLICIES[n])}]  # type: ignore[arg-type]
+        if not takers:
+            raise UserInputError(f"--policy-option {item!r}: none of {', '.join(names)} has an option {key!r}")
+        for name in takers:
+            options[name][key] = value
+    return options
 
 
 def link_traces(items: list[str], speedup: float, problem: Problem) -> dict[tuple[str, str], Any]:
