@@ -105,6 +105,7 @@ def plot_adapt_timeline(timelines: dict[str, dict[str, Any]], path: str | Path, 
         lat_ax.plot(t["sent_s"], [(v or 0) * 1e3 for v in t["latency_s"]], ".", markersize=3, label=policy)
     if deadline_s is not None:
         lat_ax.axhline(deadline_s * 1e3, color="red", linestyle="--", linewidth=1, label="deadline")
+    cut_ax.set_ylim(bottom=0)  # a switch to a cut of a few kB must look like one
     bw_ax.set_ylabel("bandwidth (Mbit/s)")
     cut_ax.set_ylabel("cut (MB / request)")
     lat_ax.set_ylabel("latency (ms)")

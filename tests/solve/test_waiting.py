@@ -20,7 +20,7 @@ from coinfer.api import make_problem
 from coinfer.cluster import Cluster, Device, Dvfs, Link
 from coinfer.cost import evaluate
 from coinfer.errors import ClusterFileError, UserInputError
-from coinfer.files.cluster_file import cluster_from_yaml, load_cluster
+from coinfer.files.cluster_file import cluster_from_dict, cluster_from_yaml, cluster_to_dict, load_cluster
 from coinfer.graph import Graph, GraphInput, Node, TensorSpec
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Constraints, Problem
@@ -151,3 +151,4 @@ links:
         cluster_from_yaml(text % (0, ", idle_power_w: 1"), "c.yaml")
     preset = load_cluster("pi-laptop-desktop")
     assert preset.origin.idle_power_w == preset.origin.busy_power_w == 12.0  # the paper's fixed 12 W
+    assert cluster_from_dict(cluster_to_dict(preset)).origin.idle_power_w == 12.0  # written back and read
