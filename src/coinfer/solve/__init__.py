@@ -1,7 +1,8 @@
 """Solvers: pure functions Problem -> Plan, registered by name in `SOLVERS`.
 
 Registered solvers see the origin's idle power folded into their objective (`solve.waiting`);
-the ones that cost whole plans with `cost.evaluate` see the problem as it is.
+the ones that cost whole plans with `cost.evaluate`, and `pareto`, which folds each of its own
+objectives so that its front keeps the true metrics, see the problem as it is.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ _FUNCTIONS: Mapping[str, Solver] = {
     "pareto": pareto,
     "brute-force": brute_force,
 }
-_COSTS_WHOLE_PLANS = frozenset({"origin-only", "server-only", "brute-force"})
+# These cost whole plans with cost.evaluate, or (pareto) fold each of their own objectives.
+_COUNT_WAITING_THEMSELVES = frozenset({"origin-only", "server-only", "brute-force", "pareto"})
 
-SOLVERS: Mapping[str, Solver] = {name: fn if name in _COSTS_WHOLE_PLANS else folding(name, fn)
+SOLVERS: Mapping[str, Solver] = {name: fn if name in _COUNT_WAITING_THEMSELVES else folding(name, fn)
                                  for name, fn in _FUNCTIONS.items()}
 
 

@@ -30,6 +30,7 @@ from coinfer.errors import InfeasibleError
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Constraints, Metric, Objective, Problem
 from coinfer.solve.ilp import solve_ilp
+from coinfer.solve.waiting import fold_waiting_energy
 
 AXES: tuple[Metric, ...] = ("latency_s", "energy_j", "cost_usd", "bottleneck_s")
 PAIR_WEIGHTS = (0.2, 0.5, 0.8)
@@ -82,9 +83,10 @@ def non_dominated(costed: list[tuple[Plan, Breakdown]]) -> list[tuple[Plan, Brea
 
 
 def _solve(problem: Problem, weights: Mapping[Metric, float]) -> Plan | None:
+    # the origin's waiting energy is folded per objective, so the front's metrics stay the true ones
+    weighted = fold_waiting_energy(replace(problem, objective=Objective(dict(weights))), "solver 'pareto'")
     try:
-        return solve_ilp(replace(problem, objective=Objective(dict(weights))), time_limit_s=TIME_LIMIT_S,
-                         solver="pareto").plan
+        return solve_ilp(weighted, time_limit_s=TIME_LIMIT_S, solver="pareto").plan
     except InfeasibleError:
         return None
 
