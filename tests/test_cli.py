@@ -162,6 +162,10 @@ def test_adapt_compare_in_the_simulator(files, capsys, tmp_path) -> None:  # typ
         assert per_request == timeline["cut_bytes"]
     assert doc["static"]["switches"] == []
     assert any(doc["static"]["timeline"]["link_bytes"].values())
+    # the trace itself, at its changes, for the plot: 8 Mbit/s, then 0.1 from 1 s
+    (steps,) = doc["static"]["timeline"]["trace_steps"].values()
+    drop = steps["time_s"].index(1.0)
+    assert steps["time_s"][0] == 0.0 and steps["bits_per_s"][0] == 8e6 and steps["bits_per_s"][drop] == 0.1e6
 
 
 def test_adapt_unknown_policy_is_one_message(files, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -92,14 +92,18 @@ def plot_adapt_timeline(timelines: dict[str, dict[str, Any]], path: str | Path, 
     """Three panels over the serving time, one line per policy: the traced links' bandwidth, the
     bytes the plan in use sends between devices per request (the cut), and each request's latency
     with the deadline. `timelines` maps a policy to `sent_s`, `latency_s`, `cut_bytes` and
-    `bandwidth_bits_per_s` (link -> one value per request), as `coinfer adapt` reports them."""
+    `bandwidth_bits_per_s` (link -> one value per request), and optionally `trace_steps` (link ->
+    `time_s`, `bits_per_s` at each change of the trace), as `coinfer adapt` reports them."""
     plt = _pyplot()
     fig, (bw_ax, cut_ax, lat_ax) = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
     drawn_links: set[str] = set()
     for policy, t in timelines.items():
-        for link, values in t["bandwidth_bits_per_s"].items():
+        # the trace at its own changes when given, else its value as each request left
+        steps = t.get("trace_steps") or {link: {"time_s": t["sent_s"], "bits_per_s": values}
+                                         for link, values in t["bandwidth_bits_per_s"].items()}
+        for link, series in steps.items():
             if link not in drawn_links:  # the same trace under every policy: draw it once
-                bw_ax.step(t["sent_s"], [v / 1e6 for v in values], where="post", label=link)
+                bw_ax.step(series["time_s"], [v / 1e6 for v in series["bits_per_s"]], where="post", label=link)
                 drawn_links.add(link)
         cut_ax.step(t["sent_s"], [(b or 0) / 1e6 for b in t["cut_bytes"]], where="post", label=policy)
         lat_ax.plot(t["sent_s"], [(v or 0) * 1e3 for v in t["latency_s"]], ".", markersize=3, label=policy)

@@ -175,7 +175,20 @@ def _timeline(run: Any, problem: Problem, traces: dict[tuple[str, str], Any]) ->
             "cut_bytes": [run.cut_bytes.get(r.plan_version) for r in run.records],
             "link_bytes": link_bytes(run.records, problem),
             "bandwidth_bits_per_s": {f"{s}->{t}": [trace.bits_per_s_at(x) for x in sent]
-                                     for (s, t), trace in traces.items()}}
+                                     for (s, t), trace in traces.items()},
+            "trace_steps": trace_steps(traces, max(sent, default=0.0))}
+
+
+def trace_steps(traces: dict[tuple[str, str], Any], end_s: float) -> dict[str, dict[str, list[float]]]:
+    """Each traced link's bandwidth at every change up to `end_s`: the plot draws the trace itself,
+    not only its value when each request left (a request that waits out a slow link hides it)."""
+    steps: dict[str, dict[str, list[float]]] = {}
+    for (source, target), trace in traces.items():
+        starts = [s / trace.time_scale for s in trace.start_s]
+        times = sorted({0.0, end_s, *(k * trace.period_s + s for k in range(int(end_s // trace.period_s) + 1)
+                                       for s in starts if k * trace.period_s + s <= end_s)})
+        steps[f"{source}->{target}"] = {"time_s": times, "bits_per_s": [trace.bits_per_s_at(t) for t in times]}
+    return steps
 
 
 def link_bytes(records: Any, problem: Problem) -> dict[str, list[int]]:
@@ -209,7 +222,8 @@ def _simulate(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[st
                      "cut_bytes": [cut[r.plan_version] for r in records],
                      "link_bytes": link_bytes(records, problem),
                      "bandwidth_bits_per_s": {f"{a}->{b}": [trace.bits_per_s_at(x) for x in sent]
-                                              for (a, b), trace in traces.items()}},
+                                              for (a, b), trace in traces.items()},
+                     "trace_steps": trace_steps(traces, max(sent, default=0.0))},
     }
 
 
