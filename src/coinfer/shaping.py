@@ -52,6 +52,13 @@ class BandwidthTrace:
     def bits_per_s_at(self, t_s: float) -> float:
         return self.segment(t_s)[0]
 
+    def changes_until(self, end_s: float) -> list[float]:
+        """0, every time in (0, end_s] at which the rate may change (repeats included), and end_s."""
+        starts = [s / self.time_scale for s in self.start_s]
+        repeats = range(int(end_s // self.period_s) + 1)
+        return sorted({0.0, end_s, *(k * self.period_s + s for k in repeats for s in starts
+                                      if k * self.period_s + s <= end_s)})
+
 
 def load_trace(path: str | Path, time_scale: float = 1.0) -> BandwidthTrace:
     """Read a `time_s bandwidth_mbit_per_s` trace; errors name the file and line."""

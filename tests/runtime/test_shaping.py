@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -64,3 +65,13 @@ def test_a_broken_trace_names_the_file_and_line(tmp_path: Path) -> None:
     bad.write_text("0 1.5\n0 2\n")
     with pytest.raises(UserInputError, match=r"trace.txt:2: time 0.0 does not increase"):
         load_trace(bad)
+
+
+def test_a_trace_changes_only_at_the_times_it_lists() -> None:
+    trace = BandwidthTrace((0.0, 1.0, 10.0), (8e6, 1.6e6, 4e6), time_scale=2.0)  # period 9.5 s
+    times = trace.changes_until(20.0)
+    assert times == [0.0, 0.5, 5.0, 9.5, 10.0, 14.5, 19.0, 19.5, 20.0]
+    for a, b in itertools.pairwise(times):
+        inside = {trace.bits_per_s_at(a + 1e-6), trace.bits_per_s_at((a + b) / 2), trace.bits_per_s_at(b - 1e-6)}
+        assert len(inside) == 1, (a, b)
+    assert trace.bits_per_s_at(0.4) != trace.bits_per_s_at(0.6)  # and it does change at a listed time

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
 def policy_options(items: list[str], names: list[str]) -> dict[str, dict[str, str]]:
     """`--policy-option` values, per policy name (see the option's help)."""
-    from coinfer.adapt.policies import POLICIES
+    from coinfer.adapt.policies import option_names
 
     options: dict[str, dict[str, str]] = {name: {} for name in names}
     for item in items:
@@ -114,7 +113,7 @@ def policy_options(items: list[str], names: list[str]) -> dict[str, dict[str, st
                                      f"(running: {', '.join(names)})")
             options[policy][key] = value
             continue
-        takers = [n for n in names if n in POLICIES and key in {f.name for f in dataclasses.fields(POLICIES[n])}]  # type: ignore[arg-type]
+        takers = [n for n in names if key in option_names(n)]
         if not takers:
             raise UserInputError(f"--policy-option {item!r}: none of {', '.join(names)} has an option {key!r}")
         for name in takers:
@@ -184,9 +183,7 @@ def trace_steps(traces: dict[tuple[str, str], Any], end_s: float) -> dict[str, d
     not only its value when each request left (a request that waits out a slow link hides it)."""
     steps: dict[str, dict[str, list[float]]] = {}
     for (source, target), trace in traces.items():
-        starts = [s / trace.time_scale for s in trace.start_s]
-        times = sorted({0.0, end_s, *(k * trace.period_s + s for k in range(int(end_s // trace.period_s) + 1)
-                                       for s in starts if k * trace.period_s + s <= end_s)})
+        times = trace.changes_until(end_s)
         steps[f"{source}->{target}"] = {"time_s": times, "bits_per_s": [trace.bits_per_s_at(t) for t in times]}
     return steps
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from coinfer.cluster import BackgroundLoad, Device, Link
 
-Seconds = TypeVar("Seconds", float, np.ndarray)  # one request's figures, or many candidates' at once
+Figure = TypeVar("Figure", float, np.ndarray)  # one request's figure, or many candidates' at once
 
 JOULES_PER_KWH = 3.6e6
 
@@ -58,7 +58,7 @@ def compute_energy_j(device: Device, busy_s: float) -> float:
     return device.busy_power_w * busy_s
 
 
-def waiting_energy_j(origin: Device, latency_s: Seconds, busy_s: Seconds) -> Seconds:
+def waiting_energy_j(origin: Device, latency_s: Figure, busy_s: Figure) -> Figure:
     """What the origin draws while it waits for its answer: idle power times the request's time
     not spent computing on it.
 

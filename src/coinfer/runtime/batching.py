@@ -206,7 +206,6 @@ def _stacks(batched: tuple[int, ...], alone: tuple[int, ...], k: int) -> bool:
     return len(batched) == len(alone) >= 1 and batched[0] == alone[0] * k and batched[1:] == alone[1:]
 
 
-
 def check_same_dependencies(graph: Graph, index: ProgramIndex, k: int) -> None:
     """Refuse a batch-K program in which a node reads a node it did not read at batch 1.
 

@@ -36,10 +36,8 @@ POLICIES: Mapping[str, PolicyFactory] = {
 
 def get_policy(name: str, **options: Any) -> Policy:
     """The policy `name` with `options`; raises UserInputError naming the valid names or options."""
-    factory = POLICIES.get(name)
-    if factory is None:
-        raise UserInputError(f"unknown policy {name!r}; policies: {', '.join(POLICIES)}")
-    fields = {f.name: f for f in dataclasses.fields(factory) if f.init}  # type: ignore[arg-type]
+    factory = _factory(name)
+    fields = option_names(name)
     unknown = sorted(set(options) - set(fields))
     if unknown:
         valid = ", ".join(fields) or "none"
@@ -48,6 +46,18 @@ def get_policy(name: str, **options: Any) -> Policy:
     converted = {key: _convert(name, key, value, hints[key]) for key, value in options.items()}
     policy: Policy = factory(**converted)
     return policy
+
+
+def option_names(name: str) -> tuple[str, ...]:
+    """The options policy `name` takes, in declaration order; raises UserInputError for an unknown name."""
+    return tuple(f.name for f in dataclasses.fields(_factory(name)) if f.init)  # type: ignore[arg-type]
+
+
+def _factory(name: str) -> PolicyFactory:
+    factory = POLICIES.get(name)
+    if factory is None:
+        raise UserInputError(f"unknown policy {name!r}; policies: {', '.join(POLICIES)}")
+    return factory
 
 
 def _convert(policy: str, option: str, value: Any, hint: Any) -> Any:
