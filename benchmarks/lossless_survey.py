@@ -91,9 +91,8 @@ def measure(spec: str, requests: int, max_param_gb: float | None, max_gflops: fl
     from coinfer.api import make_problem
     from coinfer.capture import capture
     from coinfer.files.cluster_file import cluster_from_dict
-    from coinfer.runtime.client import Client
-    from coinfer.runtime.executor import example_inputs
     from coinfer.runtime.local import LocalWorkers
+    from coinfer.runtime.reference import example_inputs
     from coinfer.runtime.run import RunOptions, run_plan
 
     row: dict[str, Any] = {"spec": spec, "status": "failed", "step": "capture"}
@@ -121,7 +120,7 @@ def measure(spec: str, requests: int, max_param_gb: float | None, max_gflops: fl
     # one thread per worker, as in the lossless test; run_plan computes the reference at the same count
     with LocalWorkers(DEVICES, threads=1) as workers:
         try:
-            with Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=60) as client:
+            with workers.client(timeout_s=60) as client:
                 report = run_plan(plan, problem, client, workers.endpoint, options, example_inputs(graph, seed=1))
         except Exception as exc:
             # a worker killed for memory only shows as a timeout at the client: name it

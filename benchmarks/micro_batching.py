@@ -20,16 +20,15 @@ from _cuts import TWO_DEVICES, two_stage_cut
 
 from coinfer.plan import Plan
 from coinfer.problem import Problem
-from coinfer.runtime.client import Client
-from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs
 from coinfer.runtime.run import RunOptions, run_plan
 
 
 def measure(plan: Plan, problem: Problem, batches: list[int], requests: int, in_flight: int) -> list[dict[str, float]]:
     rows = []
     inputs = example_inputs(problem.graph)
-    with LocalWorkers(TWO_DEVICES) as workers, Client({d: workers.endpoint(d) for d in TWO_DEVICES}) as client:
+    with LocalWorkers(TWO_DEVICES) as workers, workers.client() as client:
         for k in batches:
             base = RunOptions(requests=requests, shaping="none", warmup=2, micro_batch=k, timeout_s=300)
             one = run_plan(plan, problem, client, workers.endpoint,

@@ -33,8 +33,8 @@ from coinfer.problem import Problem
 from coinfer.profile.analytic import calibrate
 from coinfer.profile.measure import measure_cached
 from coinfer.runtime.client import Client
-from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs
 from coinfer.runtime.run import RunOptions, run_plan
 from coinfer.solve import get_solver
 
@@ -88,7 +88,7 @@ def main() -> int:
                      "split at 1/3": Plan(graph, {n.id: problem.origin if i < third else server
                                                   for i, n in enumerate(graph.nodes)})}
             with LocalWorkers(cluster.device_names) as workers, \
-                    Client({d: workers.endpoint(d) for d in cluster.device_names}) as client:
+                    workers.client() as client:
                 for version, (name, plan) in enumerate(plans.items(), 1):
                     row = _run(name, plan, problem, client, workers, version, args.requests)
                     if row is not None:

@@ -14,9 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from coinfer.runtime.client import Client
-from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs
 from coinfer.runtime.run import RunOptions, run_plan
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -30,7 +29,7 @@ def coinfer_cut(model: str, split_at: str, requests: int) -> dict[str, float]:
     plan, problem = two_stage_cut(model, split_at)
     graph = problem.graph
     out: dict[str, float] = {}
-    with LocalWorkers(TWO_DEVICES) as workers, Client({d: workers.endpoint(d) for d in TWO_DEVICES}) as client:
+    with LocalWorkers(TWO_DEVICES) as workers, workers.client() as client:
         for version, in_flight in ((1, 1), (2, 8)):
             report = run_plan(plan, problem, client, workers.endpoint,
                               RunOptions(requests=requests, in_flight=in_flight, shaping="none", verify=version == 1,

@@ -61,7 +61,7 @@ def full_size_workers() -> Iterator[LocalWorkers]:
 
 
 def client_for(workers: LocalWorkers) -> Client:
-    return Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=5.0)
+    return workers.client(timeout_s=5.0)
 
 
 @pytest.fixture

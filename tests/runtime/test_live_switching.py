@@ -12,9 +12,8 @@ from coinfer.adapt.policy import Decision, View
 from coinfer.errors import UserInputError
 from coinfer.plan import Plan, parse_plan
 from coinfer.runtime.adaptive import serve_adaptive, summary
-from coinfer.runtime.client import Client
-from coinfer.runtime.executor import example_inputs, reference_outputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs, reference_outputs
 from coinfer.runtime.run import RunOptions
 from tests.runtime.conftest import DEVICES, tiny_problem
 
@@ -45,7 +44,7 @@ def test_switching_every_few_requests_loses_nothing_and_stays_bit_identical(work
     plans = tuple(parse_plan(p, problem.graph, DEVICES) for p in PLANS)
     x = example_inputs(problem.graph, seed=5)
     requests = 300
-    with Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=5.0) as client:
+    with workers.client(timeout_s=5.0) as client:
         run = serve_adaptive(problem, static, Rotate(plans, every=7), client, workers.endpoint,
                              RunOptions(requests=requests, in_flight=4, plan_version=200, timeout_s=30), lambda _: x)
     report = summary(run, problem)
@@ -93,7 +92,7 @@ def test_probes_reach_the_estimator(workers: LocalWorkers) -> None:
         def snapshot(self, now_s: float) -> Any:
             return self.inner.snapshot(now_s)
 
-    with Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=5.0) as client:
+    with workers.client(timeout_s=5.0) as client:
         serve_adaptive(problem, static, Rotate(plans, every=5), client, workers.endpoint,
                        RunOptions(requests=20, plan_version=300), lambda _: x, estimator=Spy(),  # type: ignore[arg-type]
                        probe_sizes_bytes=(1024, 100_000))  # the test workers refuse messages over 200 kB

@@ -17,11 +17,10 @@ from coinfer.api import make_problem
 from coinfer.capture import capture
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.graph import Graph
-from coinfer.runtime.client import Client
-from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs
 from coinfer.runtime.run import RunOptions, run_plan
-from tests.runtime.conftest import DEVICES, THREE
+from tests.runtime.conftest import THREE
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ MODELS = ["torchvision:resnet50", "torchvision:googlenet", "torchvision:densenet
 def run_and_verify(graph: Graph, workers: LocalWorkers, version: int) -> dict:
     plan = hopping_plan(graph)
     problem = make_problem(graph, cluster_from_dict(THREE, "three.yaml"))
-    with Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=30) as client:
+    with workers.client(timeout_s=30) as client:
         options = RunOptions(requests=2, verify=True, shaping="none", plan_version=version, timeout_s=120)
         return run_plan(plan, problem, client, workers.endpoint, options, example_inputs(graph, seed=1))
 

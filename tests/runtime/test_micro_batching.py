@@ -12,14 +12,14 @@ from coinfer.api import make_problem
 from coinfer.capture import capture
 from coinfer.cli import main
 from coinfer.cost import evaluate
-from coinfer.errors import UserInputError, WorkerError
+from coinfer.errors import PlanError, UserInputError, WorkerError
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.plan import parse_plan
 from coinfer.profile.analytic import predict
 from coinfer.profile.catalog import device_spec
 from coinfer.runtime.batching import at_batch, batched_graph, pack, run_batched_requests, unpack
-from coinfer.runtime.executor import example_inputs, reference_outputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs, reference_outputs
 from coinfer.runtime.run import RunOptions, deploy, run_plan
 from tests.runtime.conftest import DEVICES, HOPPING, THREE, client_for, tiny_problem
 
@@ -64,7 +64,8 @@ def test_each_request_gets_its_own_rows_of_the_batch(workers: LocalWorkers) -> N
 
 def test_a_model_whose_first_dimension_is_not_a_batch_is_refused(workers: LocalWorkers) -> None:
     plan, problem = tiny_problem("rows", "proj@a | relu..sum_1@b")
-    with client_for(workers) as client, pytest.raises(WorkerError, match="not a batch of independent samples"):
+    # the client refuses before deploying anything: it builds the batch-K program (a mistake in the input)
+    with client_for(workers) as client, pytest.raises(PlanError, match="not a batch of independent samples"):
         run_plan(plan, problem, client, workers.endpoint, RunOptions(requests=2, plan_version=43, micro_batch=2),
                  example_inputs(problem.graph))
 
@@ -116,7 +117,7 @@ def test_an_onnx_model_with_a_dynamic_batch_runs_micro_batched(workers: LocalWor
 def test_an_onnx_model_with_a_fixed_batch_is_refused_with_the_reason(workers: LocalWorkers, tmp_path: Path) -> None:
     plan, problem = _onnx_problem(_onnx_file(tmp_path / "fixed.onnx", 1))
     with client_for(workers) as client, \
-            pytest.raises(WorkerError, match="micro-batching needs a dynamic batch dimension"):
+            pytest.raises(PlanError, match="micro-batching needs a dynamic batch dimension"):
         deploy(client, plan, problem, workers.endpoint, RunOptions(plan_version=45, micro_batch=2))
 
 

@@ -16,14 +16,13 @@ import pytest
 from benchmarks._cuts import hopping_plan
 from coinfer.api import make_problem
 from coinfer.capture import capture
-from coinfer.errors import WorkerError
+from coinfer.errors import PlanError
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.graph import Graph
-from coinfer.runtime.client import Client
-from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs
 from coinfer.runtime.run import RunOptions, run_plan
-from tests.runtime.conftest import DEVICES, THREE
+from tests.runtime.conftest import THREE
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.slow
 def run_batched(graph: Graph, workers: LocalWorkers, version: int, k: int) -> dict[str, Any]:
     plan = hopping_plan(graph)
     problem = make_problem(graph, cluster_from_dict(THREE, "three.yaml"))
-    with Client({d: workers.endpoint(d) for d in DEVICES}, timeout_s=30) as client:
+    with workers.client(timeout_s=30) as client:
         options = RunOptions(requests=2 * k, in_flight=2, verify=True, shaping="none", plan_version=version,
                              timeout_s=120, micro_batch=k)
         return run_plan(plan, problem, client, workers.endpoint, options, example_inputs(graph, seed=1))
@@ -48,7 +47,7 @@ def test_real_models_micro_batched_equal_the_model_at_batch_k(spec: str, k: int,
 
 def test_gpt2_whose_program_changes_with_the_batch_is_refused(full_size_workers: LocalWorkers) -> None:
     graph = capture("hf:gpt2", layers=2, seq_len=32)
-    with pytest.raises(WorkerError, match=r"has fx nodes \['expand_2'\] that the graph captured at batch 1 lacks"):
+    with pytest.raises(PlanError, match=r"has fx nodes \['expand_2'\] that the graph captured at batch 1 lacks"):
         run_batched(graph, full_size_workers, 310, 2)
 
 

@@ -9,10 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from coinfer.cli import main
 from coinfer.runtime.netns import kernel_shaping_unavailable
-from tests.runtime.conftest import TWO_STAGES
+from tests.runtime.conftest import THREE, TWO_STAGES
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -74,8 +75,9 @@ def test_adapt_serves_live_on_local_workers_and_counts_every_byte(plan_file, cap
 
 
 def test_run_against_a_worker_that_is_down_names_it(plan_file, capsys) -> None:  # type: ignore[no-untyped-def]
-    code = main(["run", str(plan_file), "--workers", "a=127.0.0.1:9,b=127.0.0.1:9", "--connect-timeout-s", "1"])
-    assert code == 2
+    code = main(["run", str(plan_file), "--workers", "a=127.0.0.1:9,b=127.0.0.1:9", "--connect-timeout-s", "1",
+                 "--insecure"])
+    assert code == 3  # a worker or the network unreachable
     err = capsys.readouterr().err
     assert "worker 'a' at tcp://127.0.0.1:9 did not answer 'health' within 1 s" in err and "Traceback" not in err
 
@@ -117,3 +119,34 @@ def test_bench_hop_reports_both_transports(capsys) -> None:  # type: ignore[no-u
     code = main(["bench", "hop", "--bytes", "4096", "--repeats", "5", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["coinfer_s"] > 0 and doc["raw_socket_s"] > 0 and doc["bytes"] == 4096
+
+
+def test_bench_hop_measures_curve_too(capsys) -> None:  # type: ignore[no-untyped-def]
+    code = main(["bench", "hop", "--bytes", "65536", "--repeats", "3", "--curve", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["curve"] and doc["coinfer_s"] > 0
+
+
+def test_a_failed_request_exits_1_naming_the_node(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cluster = tmp_path / "three.yaml"
+    cluster.write_text(yaml.safe_dump(THREE))
+    plan = tmp_path / "plan.json"
+    assert main(["plan", "python:tests.runtime.tiny_models:tokens", "--cluster", str(cluster), "--placement",
+                 "embed@b | proj..sum_1@a", "-o", str(plan), "--cache-dir", str(tmp_path / "c")]) == 0
+    np.save(tmp_path / "ids.npy", np.full((1, 6), 99, dtype=np.int64))  # past the 50-row embedding table
+    capsys.readouterr()
+    code = main(["run", str(plan), "--local", "--requests", "1", "--input-file", str(tmp_path / "ids.npy")])
+    captured = capsys.readouterr()
+    assert code == 1 and "node 'embed'" in captured.out + captured.err
+
+
+def test_verify_fails_on_a_nan_and_exits_1(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cluster = tmp_path / "three.yaml"
+    cluster.write_text(yaml.safe_dump(THREE))
+    plan = tmp_path / "plan.json"
+    assert main(["plan", "python:tests.runtime.tiny_models:nans", "--cluster", str(cluster), "--placement",
+                 "proj@a | mul..mul_1@b", "-o", str(plan), "--cache-dir", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    code = main(["run", str(plan), "--local", "--requests", "2", "--verify"])
+    out = capsys.readouterr().out
+    assert code == 1 and "verify: outputs vs the unpartitioned model: FAILED" in out and "NaN" in out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from coinfer.runtime.executor import example_inputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs
 from coinfer.runtime.run import RunOptions, run_plan
 from coinfer.shaping import BandwidthTrace
 from tests.runtime.conftest import TWO_STAGES, client_for, tiny_problem

@@ -10,8 +10,8 @@ import pytest
 from coinfer.errors import WorkerError
 from coinfer.runtime import wire
 from coinfer.runtime.client import Client, run_requests
-from coinfer.runtime.executor import example_inputs, reference_outputs
 from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs, reference_outputs
 from coinfer.runtime.run import RunOptions, deploy, run_plan
 from tests.runtime.conftest import HOPPING, MAX_MESSAGE_BYTES, client_for, tiny_problem
 
@@ -40,7 +40,7 @@ def test_many_requests_in_flight_each_get_their_own_answer(workers: LocalWorkers
 
 
 def _expect_error(client: Client, request_id: int, frames: list, version: int) -> dict:
-    client.control["a"].send_multipart(frames)
+    client.data["a"].send_multipart(frames)
     pending = {}
     from coinfer.runtime.client import Outcome
 
@@ -131,7 +131,7 @@ def test_a_worker_emulating_a_catalogued_device_holds_stages_to_its_roofline(mon
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     plan, problem = tiny_problem("cnn", "stem..add@a | left..head@b")
     with LocalWorkers(("a", "b"), extra_args=("--emulate", "rpi3b")) as pis, \
-            Client({d: pis.endpoint(d) for d in ("a", "b")}, timeout_s=5.0) as client:
+            pis.client(timeout_s=5.0) as client:
         report = run_plan(plan, problem, client, pis.endpoint, RunOptions(requests=2, plan_version=15),
                           example_inputs(problem.graph))
     roofline = predict(problem.graph, device_spec("rpi3b")).node_time_s

@@ -2,7 +2,8 @@
 
 `cnn` has a residual block and two parallel branches, so cuts can fall inside DAG structure;
 `tokens` embeds token ids, so an out-of-range id makes a stage raise at run time; `rows` reads
-its first input dimension as a sequence (micro-batching must refuse it).
+its first input dimension as a sequence (micro-batching must refuse it); `nans` outputs NaN
+(verification must fail on it).
 """
 
 from __future__ import annotations
@@ -58,3 +59,18 @@ class SumsOverRows(nn.Module):
 
 def rows() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return SumsOverRows().eval(), (torch.randn(6, 8),)
+
+
+class Overflows(nn.Module):
+    """Its output is NaN whatever the input: --verify must fail on it, not call it identical."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) * float("inf") * 0.0
+
+
+def nans() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    return Overflows().eval(), (torch.randn(1, 4),)

@@ -34,13 +34,15 @@ def capture(
     seed: int = 0,
     layers: int | None = None,
     granularity: Literal["op", "block"] = "op",
+    weights: str | None = None,
 ) -> Graph:
     """The coinfer Graph of the model named by a MODEL spec (forms in coinfer.capture.spec).
 
     `input_shape` is the full shape of the one model input (batch first; default 1x3x224x224 for
     images, 299 for inception_v3, (1, seq_len) for text); `seq_len` (text models, default 128)
     and `layers` (number of transformer layers) apply to hf: models; `seed` fixes the random
-    weights and inputs. `granularity="block"` contracts every block into one node.
+    weights and inputs. `granularity="block"` contracts every block into one node. `weights` names a
+    state-dict file (coinfer.capture.weights) that runs replace the random weights with.
     """
     if granularity not in ("op", "block"):
         raise ModelSpecError(f"granularity must be 'op' or 'block', not {granularity!r}")
@@ -57,6 +59,10 @@ def capture(
         graph = _capture_torch(parsed, spec, input_shape, seed, layers, seq_len)
     log.info("captured %s: %d nodes, %.3g GFLOPs in %.1f s", spec, len(graph.nodes),
              graph.total_flops / 1e9, time.perf_counter() - start_s)
+    if weights is not None:
+        from coinfer.capture.weights import with_weights
+
+        graph = with_weights(graph, weights)
     return coarsen_to_blocks(graph) if granularity == "block" else graph
 
 

@@ -2,6 +2,11 @@
 
 Configuration is read here once (flags, the cache directory from XDG_CACHE_HOME) and passed down
 as values; a `CoinferError` is printed as one message without a traceback.
+
+Exit status, for every command: 0 ok; 1 a request failed or the plan is infeasible (a solver's
+infeasibility included); 2 a mistake in the input (a flag, a file, a model spec); 3 a worker or
+the network could not be reached (the message names the worker and its address). The status of
+an error is its class's `exit_code` (coinfer.errors).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from coinfer.cli import (
     compare_cmd,
     demo_cmd,
     info_cmd,
+    keys_cmd,
     plan_cmd,
     profile_cmd,
     run_cmd,
@@ -26,8 +32,8 @@ from coinfer.cli import (
 )
 from coinfer.errors import CoinferError
 
-COMMANDS = (capture_cmd, profile_cmd, plan_cmd, compare_cmd, run_cmd, adapt_cmd, worker_cmd, bench_cmd, info_cmd,
-            demo_cmd)
+COMMANDS = (capture_cmd, profile_cmd, plan_cmd, compare_cmd, run_cmd, adapt_cmd, worker_cmd, keys_cmd, bench_cmd,
+            info_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except CoinferError as exc:
         print(f"coinfer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -8,7 +8,7 @@ from typing import Any
 
 from coinfer.cli.common import add_model_arguments, print_json
 from coinfer.cli.plan_cmd import add_problem_arguments, problem_from_args
-from coinfer.cli.run_cmd import _progress, _workers, read_inputs
+from coinfer.cli.run_cmd import _progress, _workers, add_key_arguments, read_inputs
 from coinfer.errors import UserInputError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
@@ -46,6 +46,7 @@ def register(sub: Any) -> None:
     p.add_argument("--verify", action="store_true", help="check every output against the unpartitioned model")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="timeline: bandwidth, cut in use, latency")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_key_arguments(p)
     p.set_defaults(run=run, shaping="inproc", local=True)
 
 
@@ -89,12 +90,14 @@ def run(args: argparse.Namespace) -> int:
                       f"devices' times; this machine's latencies are under measured_latency_s in --json")
         for name, r in reports.items():
             if "bit_identical" in r:
-                verdict = "bit-identical" if r["bit_identical"] else "NOT identical"
+                verdict = "bit-identical" if r["bit_identical"] else f"max abs error {r['max_abs_err']:.3g}"
+                if not r["verified"]:
+                    verdict = "FAILED: " + "; ".join(r["verify_problems"] or ["nothing compared"])
                 print(f"{name}: verify: every output vs the unpartitioned model: {verdict}")
         if args.plot:
             print(f"wrote {args.plot}")
     lost = sum(r["lost"] + r["duplicated"] for r in reports.values())
-    return 0 if lost == 0 else 1
+    return 0 if lost == 0 and all(r.get("verified", True) for r in reports.values()) else 1
 
 
 def policy_options(items: list[str], names: list[str]) -> dict[str, dict[str, str]]:
@@ -137,8 +140,9 @@ def _serve(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, 
            args: argparse.Namespace) -> dict[str, Any]:
     from coinfer.runtime.adaptive import serve_adaptive, summary
     from coinfer.runtime.client import Client
-    from coinfer.runtime.executor import reference_outputs
+    from coinfer.runtime.reference import reference_outputs
     from coinfer.runtime.run import RunOptions
+    from coinfer.runtime.verify import compare_all
 
     inputs = read_inputs([], problem.graph)
     args.local = args.workers is None
@@ -147,7 +151,8 @@ def _serve(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, 
                          emulate=(args.emulate or ("plan" if args.local else "off")) == "plan")
     devices = problem.cluster.device_names
     with _workers(args, tuple(devices), "inproc", problem) as site, \
-            Client(site.client_workers, sink_host=site.sink_host) as client, _progress(args.requests) as bar:
+            Client(site.client_workers, site.sink_host, security=site.security) as client, \
+            _progress(args.requests) as bar:
         sink = site.client_address(client.sink_port) if site.client_address else None
         run = serve_adaptive(problem, static, policy, client, site.endpoint, options, lambda _: inputs,
                              client_address=sink, on_record=lambda _: bar(1))
@@ -155,14 +160,9 @@ def _serve(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, 
     report.update(policy=policy.name, mode="workers", timeline=_timeline(run, problem, traces))
     if args.verify:
         reference = reference_outputs(problem.graph, inputs, args.threads)
-        identical = all(o.ok and all((o.outputs[k] == v).all() for k, v in _by_value(o, reference).items())
-                        for o in run.outcomes)
-        report["bit_identical"] = identical
+        comparison = compare_all((o.outputs, reference) for o in run.outcomes if o.ok)
+        report.update(comparison.report())
     return report
-
-
-def _by_value(outcome: Any, reference: dict[str, Any]) -> dict[str, Any]:
-    return {name: ref for name, ref in reference.items() if name in outcome.outputs}
 
 
 def _timeline(run: Any, problem: Problem, traces: dict[tuple[str, str], Any]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ def register(sub: Any) -> None:
                            "print the median round trip of each.")
     hop.add_argument("--bytes", type=int, default=2_621_440, help="tensor size (default 2.6 MB)")
     hop.add_argument("--repeats", type=int, default=50, help="timed hops per transport (default 50)")
+    hop.add_argument("--curve", action="store_true", help="coinfer's side authenticated and encrypted with CURVE, "
+                     "as a secure deployment sends (the raw socket stays plain)")
     hop.add_argument("--json", action="store_true", help="print JSON")
     hop.set_defaults(run=run_hop)
 
@@ -27,12 +29,12 @@ def run_hop(args: argparse.Namespace) -> int:
 
     if args.bytes < 4 or args.repeats < 1:
         raise UserInputError("--bytes must be at least 4 and --repeats at least 1")
-    result = measure_hop(args.bytes, args.repeats)
+    result = measure_hop(args.bytes, args.repeats, curve=args.curve)
     if args.json:
         print_json(result)
     else:
         print(f"{result['bytes']} bytes, median of {result['repeats']} hops: "
-              f"coinfer {result['coinfer_s'] * 1e3:.3f} ms, "
+              f"coinfer{' (CURVE)' if args.curve else ''} {result['coinfer_s'] * 1e3:.3f} ms, "
               f"raw socket {result['raw_socket_s'] * 1e3:.3f} ms (ratio {result['ratio']:.2f}, "
               f"+{result['added_s'] * 1e3:.3f} ms)")
     return 0

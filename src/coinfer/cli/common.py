@@ -36,6 +36,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, graph_file: bool = True) 
     g.add_argument("--layers", type=int, metavar="N", help="shrink a transformer to N layers (hf: models)")
     g.add_argument("--granularity", choices=["op", "block"], default="op",
                    help="one node per op, or one per named block a solver keeps whole (default op)")
+    p.add_argument("--weights", metavar="FILE", help="the model's trained weights: a state dict as .safetensors, or "
+                   "a .pt read weights-only; recorded (with its sha256) in the graph and plan, shipped at run time")
     p.add_argument("--cache-dir", metavar="DIR", help="where captured graphs and profiles are cached "
                    "(default $XDG_CACHE_HOME/coinfer or ~/.cache/coinfer)")
     p.add_argument("--no-cache", action="store_true", help="capture again even if a cached graph exists")
@@ -52,7 +54,17 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def graph_from_args(args: argparse.Namespace) -> Graph:
-    """Load a graph file, or capture the MODEL spec (cached by spec and capture options)."""
+    """Load a graph file, or capture the MODEL spec (cached by spec and capture options); with
+    --weights, the graph's source names that state dict."""
+    graph = _graph(args)
+    if getattr(args, "weights", None):
+        from coinfer.capture.weights import with_weights
+
+        graph = with_weights(graph, args.weights)
+    return graph
+
+
+def _graph(args: argparse.Namespace) -> Graph:
     model: str = args.model
     if model.endswith(".json") or (Path(model).is_file() and ":" not in model):
         graph = load_graph(model)
@@ -93,3 +105,18 @@ def _finite(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """A byte count such as 4096, 512MB, 4GiB or 1.5G (decimal units; KiB, MiB, GiB binary)."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _BYTE_UNITS or float(match.group(1)) * _BYTE_UNITS[unit] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count; write e.g. 4096, 512MB or 4GiB")
+    return int(float(match.group(1)) * _BYTE_UNITS[unit])

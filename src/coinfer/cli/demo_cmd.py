@@ -82,16 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_all(candidates: list[tuple[str, Plan]], problem: Problem, args: argparse.Namespace) -> str:
-    from coinfer.runtime.client import Client
-    from coinfer.runtime.executor import example_inputs
     from coinfer.runtime.local import LocalWorkers
+    from coinfer.runtime.reference import example_inputs
     from coinfer.runtime.run import RunOptions, run_plan
 
     inputs = example_inputs(problem.graph)
     rows: list[list[object]] = []
     measured: dict[str, float] = {}
     devices = problem.cluster.device_names
-    with LocalWorkers(devices) as workers, Client({d: workers.endpoint(d) for d in devices}) as client:
+    with LocalWorkers(devices, cache_dir=cache_dir(args) / "local-workers") as workers, workers.client() as client:
         for version, (name, p) in enumerate(candidates, 1):
             predicted_s = evaluate(p, problem).latency_s
             requests = args.requests if predicted_s < 0.2 else min(args.requests, 5)

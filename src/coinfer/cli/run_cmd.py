@@ -9,16 +9,19 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coinfer.cli.common import print_json
+from coinfer.cli.common import cache_dir, print_json
 from coinfer.errors import UserInputError
 from coinfer.graph import Graph
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.report import table
+
+if TYPE_CHECKING:
+    from coinfer.runtime.client import ClientSecurity
 
 
 def register(sub: Any) -> None:
@@ -35,6 +38,8 @@ def register(sub: Any) -> None:
                    help="model input (default: a seeded random input of the captured shape); NAME= for models "
                    "with several inputs")
     p.add_argument("--save-output", metavar="y.npy", help="save the first request's output (.npz if several)")
+    p.add_argument("--weights", metavar="FILE", help="run with this state dict (.safetensors, or a .pt read "
+                   "weights-only) instead of the one the plan names; it is shipped to the workers")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)
 
@@ -61,6 +66,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-s", type=float, default=60.0, help="give up on a request after this long")
     p.add_argument("--connect-timeout-s", type=float, default=10.0,
                    help="how long each worker may take to answer before it is reported down (default 10)")
+    add_key_arguments(p)
+
+
+def add_key_arguments(p: argparse.ArgumentParser) -> None:
+    keys = p.add_argument_group("keys (with --workers; --local makes throwaway ones)")
+    keys.add_argument("--key", metavar="NAME.key_secret", help="this client's CURVE key pair (coinfer keys new)")
+    keys.add_argument("--worker-keys", metavar="DIR", help="the workers' public keys, one DEVICE.key per device")
+    keys.add_argument("--insecure", action="store_true", help="talk to workers started with --insecure: no keys, "
+                      "no encryption")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         print(run_report(report))
-    return 0 if report["failed"] == 0 else 1
+    return 0 if report["failed"] == 0 and report.get("verified", True) else 1
 
 
 def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -93,19 +107,21 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
         connect_timeout_s=args.connect_timeout_s,
         emulate=(args.emulate or ("plan" if getattr(args, "local", False) else "off")) == "plan",
         shaping=args.shaping, traces=read_traces(args.link_trace, args.trace_speedup, problem),
-        micro_batch=args.micro_batch,
+        micro_batch=args.micro_batch, weights=getattr(args, "weights", None),
     )
     saved: dict[str, np.ndarray] = {}
 
     with _workers(args, devices, options.shaping, problem) as site, \
-            Client(site.client_workers, sink_host=site.sink_host) as client, _progress(args.requests) as bar:
+            Client(site.client_workers, site.sink_host, security=site.security) as client, \
+            _progress(args.requests) as bar, weight_progress() as shipped:
         def done(outcome: Outcome) -> None:
             bar(1)
             if outcome.ok and not saved:
                 saved.update(outcome.outputs)
 
         sink = site.client_address(client.sink_port) if site.client_address else None
-        report = run_plan(plan, problem, client, site.endpoint, options, inputs, on_done=done, client_address=sink)
+        report = run_plan(plan, problem, client, site.endpoint, options, inputs, on_done=done, client_address=sink,
+                          progress=shipped)
     if getattr(args, "save_output", None) and saved:
         path = Path(args.save_output)
         if len(saved) == 1:
@@ -118,12 +134,33 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
 
 @dataclass(frozen=True)
 class Site:
-    """Where the workers are: how each reaches the others, and how they reach the client's sink."""
+    """Where the workers are: how each reaches the others, how they reach the client's sink, which keys."""
 
     endpoint: Callable[[str, str | None], str]
     client_workers: dict[str, str]
     sink_host: str
     client_address: Callable[[int], Callable[[str], str]] | None = None  # sink port -> device -> tcp://...
+    security: ClientSecurity | None = None
+
+
+def client_security(args: argparse.Namespace, devices: tuple[str, ...]) -> ClientSecurity | None:
+    """The client's keys for --workers: --key and --worker-keys, or None with --insecure."""
+    from coinfer.runtime.client import ClientSecurity
+    from coinfer.runtime.security import load_keypair, load_public_keys
+
+    if getattr(args, "insecure", False):
+        if args.key or args.worker_keys:
+            raise UserInputError("--insecure and --key/--worker-keys contradict each other; give one")
+        return None
+    if not (args.key and args.worker_keys):
+        raise UserInputError("--workers needs --key (this client's NAME.key_secret) and --worker-keys (a directory "
+                             "with DEVICE.key for each worker), or --insecure for workers started with --insecure")
+    keys = load_public_keys(args.worker_keys)
+    missing = [d for d in devices if d not in keys]
+    if missing:
+        raise UserInputError(f"--worker-keys {args.worker_keys} has no key for {', '.join(missing)}; copy each "
+                             "worker's DEVICE.key there (coinfer keys new DEVICE on that device)")
+    return ClientSecurity(load_keypair(args.key), {d: keys[d] for d in devices})
 
 
 @contextlib.contextmanager
@@ -136,7 +173,8 @@ def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str, p
         given = parse_workers(args.workers)
         faces = {d: _facing_ip(address) for d, address in given.items()}
         yield Site(lambda device, _seen: given[device], given, "0.0.0.0",
-                   lambda port: lambda device: f"tcp://{faces[device]}:{port}")
+                   lambda port: lambda device: f"tcp://{faces[device]}:{port}",
+                   client_security(args, tuple(given)))
         return
     topology_cm: Any = contextlib.nullcontext(None)
     if shaping == "kernel":
@@ -150,13 +188,14 @@ def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str, p
         links = [ShapedLink(s, t, link.bytes_per_s * 8.0 / TCP_PAYLOAD_FRACTION) for s in devices for t in devices
                  if s != t and (link := problem.cluster.link(s, t)) is not None]
         topology_cm = NetnsTopology(devices, links)
-    with topology_cm as topology, LocalWorkers(devices, args.threads, topology) as workers:
+    with topology_cm as topology, LocalWorkers(devices, args.threads, topology,
+                                               cache_dir=cache_dir(args) / "local-workers") as workers:
         clients = {d: workers.endpoint(d, None) for d in devices}
         if topology is None:
-            yield Site(workers.endpoint, clients, "127.0.0.1")
+            yield Site(workers.endpoint, clients, "127.0.0.1", security=workers.security)
         else:
             yield Site(workers.endpoint, clients, "0.0.0.0",
-                       lambda port: lambda device: f"tcp://{topology.root_address(device)}:{port}")
+                       lambda port: lambda device: f"tcp://{topology.root_address(device)}:{port}", workers.security)
 
 
 def _facing_ip(endpoint: str) -> str:
@@ -168,6 +207,28 @@ def _facing_ip(endpoint: str) -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+@contextlib.contextmanager
+def weight_progress() -> Iterator[Any]:
+    """A bar per device of the weights being shipped (on a terminal, for more than 10 MB)."""
+    bars: dict[str, Any] = {}
+
+    def shipped(device: str, sent: int, total: int) -> None:
+        if total < 10_000_000 or not sys.stderr.isatty():
+            return
+        from tqdm import tqdm
+
+        if device not in bars:
+            bars[device] = tqdm(total=total, unit="B", unit_scale=True, desc=f"weights to {device}", file=sys.stderr)
+        bar = bars[device]
+        bar.update(sent - bar.n)
+
+    try:
+        yield shipped
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 @contextlib.contextmanager
@@ -211,7 +272,7 @@ def read_traces(items: list[str], speedup: float, problem: Problem,
 
 
 def read_inputs(items: list[str], graph: Graph) -> dict[str, np.ndarray]:
-    from coinfer.runtime.executor import example_inputs
+    from coinfer.runtime.reference import example_inputs
 
     inputs = example_inputs(graph) if any(gi.spec.shape for gi in graph.inputs) else {}
     names = [gi.name for gi in graph.inputs]
@@ -251,6 +312,8 @@ def run_report(r: dict[str, Any]) -> str:
     lines += ["", table(["stage", "predicted ms", "computed ms", "held ms", "sends MB"], rows)]
     if "max_abs_err" in r:
         verdict = "bit-identical" if r["bit_identical"] else f"max abs error {r['max_abs_err']:.3g}"
+        if not r.get("verified", True):
+            verdict = "FAILED: " + "; ".join(r.get("verify_problems") or ["nothing compared"])
         lines.append(f"\nverify: outputs vs the unpartitioned model: {verdict} (output scale {r['output_scale']:.3g})")
     for e in r["errors"][:5]:
         lines.append(f"error: {e.get('worker', '?')}: {e.get('error')}")

@@ -3,7 +3,7 @@
 The client concatenates the inputs of K requests along dimension 0 of every graph input, sends
 the batch through the plan as one request (one request id on the wire), and splits every output
 back into K equal slices along dimension 0, slice j being the answer to the batch's j-th request.
-Workers run their stages on a program rebuilt at batch K (`torch_executor`, `onnx_executor`) and
+Workers run their stages on the batch-K program the client ships (coinfer.runtime.packaging) and
 check every tensor they receive against the batch-K shapes. Each request's latency is its
 batch's: from sending the batch to its last output.
 

@@ -1,10 +1,13 @@
-"""The coordinator: deploys a plan to workers, sends requests, collects results and errors.
+"""The coordinator: talks to workers' control sockets, streams weight blobs, sends requests, collects results.
 
 The client plays the application on the origin device. It hands each request's inputs to the
-origin's worker (which forwards them over the emulated links like any value it produced) and
-receives the outputs, and any worker's error reports, on its own ROUTER "sink" socket. Control
-calls (deploy, stats, health) are request/reply with a timeout, so a worker that is down is named
-within seconds instead of hanging the run.
+origin worker's data socket (which forwards them over the emulated links like any value it
+produced) and receives the outputs, and any worker's error reports, on its own ROUTER "sink"
+socket. Control calls (health, deploy, activate, stats) are request/reply with a timeout, so a
+worker that is down is named within seconds instead of hanging the run.
+
+With `ClientSecurity` every socket is CURVE: the client connects to each worker's sockets with
+that worker's public key and its own key pair, and its sink admits only the workers' keys.
 """
 
 from __future__ import annotations
@@ -17,10 +20,27 @@ from typing import Any
 
 import numpy as np
 
-from coinfer.errors import WorkerError
+from coinfer.errors import UnreachableError, WireError, WorkerError
 from coinfer.runtime import wire
+from coinfer.runtime.blobs import CHUNK_BYTES, WINDOW
+from coinfer.runtime.security import (
+    AuthorizedKeys,
+    Gate,
+    KeyPair,
+    connect_securely,
+    serve_securely,
+    start_authenticator,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """The client's key pair and each worker's public key, by device."""
+
+    keys: KeyPair
+    worker_keys: Mapping[str, bytes]
 
 
 @dataclass
@@ -39,35 +59,64 @@ class Outcome:
 
 
 class Client:
-    """Talks to the workers of one run; `workers` maps device name -> ZeroMQ endpoint."""
+    """Talks to the workers of one run; `workers` maps device name -> the control endpoint."""
 
-    def __init__(self, workers: Mapping[str, str], sink_host: str = "127.0.0.1", timeout_s: float = 10.0) -> None:
+    def __init__(self, workers: Mapping[str, str], sink_host: str = "127.0.0.1", timeout_s: float = 10.0,
+                 security: ClientSecurity | None = None) -> None:
         import zmq
 
         self.zmq = zmq
         self.workers = dict(workers)
         self.timeout_s = timeout_s
-        self.context: Any = zmq.Context.instance()
+        self.security = security
+        self.context: Any = zmq.Context()
+        self.authenticator: Any = None
+        if security is not None:
+            missing = sorted(set(self.workers) - set(security.worker_keys))
+            if missing:
+                raise WorkerError(f"no public key for worker(s) {', '.join(missing)}; give their NAME.key files "
+                                  "(--worker-keys DIR), or run every side with --insecure")
+            gate = Gate(AuthorizedKeys(keys=security.worker_keys.values()))
+            self.authenticator = start_authenticator(self.context, gate)
         self.sink = self.context.socket(zmq.ROUTER)
         self.sink.setsockopt(zmq.LINGER, 0)
+        if security is not None:
+            serve_securely(self.sink, security.keys, "data")
         self.sink.bind(f"tcp://{sink_host}:0")
-        self.sink_endpoint: str = self.sink.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.sink_endpoint: str = self.sink.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sink_port = int(self.sink_endpoint.rsplit(":", 1)[1])
-        self.control: dict[str, Any] = {}
-        for device, endpoint in self.workers.items():
-            sock = self.context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(endpoint)
-            self.control[device] = sock
+        self.control: dict[str, Any] = {d: self._dealer(d, e) for d, e in self.workers.items()}
+        self.data: dict[str, Any] = {}  # device -> DEALER to its data socket (connect_data)
         self.stray_errors: list[dict[str, Any]] = []
         # per-request reports of workers deployed with telemetry on, by (plan version, request id)
         self.telemetry: dict[tuple[int, int], list[dict[str, Any]]] = {}
         self.probes: list[dict[str, Any]] = []  # hops of two-point link probes, as receivers timed them
         self.late_outputs = 0  # outputs of requests already finished: a request computed twice shows here
 
+    @property
+    def public_key(self) -> str | None:
+        return None if self.security is None else self.security.keys.public.decode()
+
+    def worker_key(self, device: str) -> str | None:
+        return None if self.security is None else self.security.worker_keys[device].decode()
+
+    def _dealer(self, device: str, endpoint: str) -> Any:
+        sock = self.context.socket(self.zmq.DEALER)
+        sock.setsockopt(self.zmq.LINGER, 0)
+        if self.security is not None:
+            connect_securely(sock, self.security.keys, self.security.worker_keys[device])
+        sock.connect(endpoint)
+        return sock
+
+    def connect_data(self, device: str, endpoint: str) -> None:
+        """Open the socket requests' inputs go to (the device's data socket, as its health reply names it)."""
+        if device not in self.data:
+            self.data[device] = self._dealer(device, endpoint)
+
     def close(self) -> None:
-        for sock in [*self.control.values(), self.sink]:
-            sock.close()
+        if self.authenticator is not None:
+            self.authenticator.stop()
+        self.context.destroy(linger=0)
 
     def __enter__(self) -> Client:
         return self
@@ -79,26 +128,56 @@ class Client:
 
     def call(self, device: str, body: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         """Send a control message to one worker and wait for its reply."""
+        self.control[device].send_multipart(wire.json_frames(wire.Kind.CONTROL, body))
+        return self._reply(device, str(body.get("op")), timeout_s)
+
+    def _reply(self, device: str, what: str, timeout_s: float | None = None) -> dict[str, Any]:
         sock = self.control[device]
-        sock.send_multipart(wire.json_frames(wire.Kind.CONTROL, body))
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         if not sock.poll(int(wait_s * 1000)):
             # A DEALER that timed out would pair the late reply with the next call: replace it.
             sock.close()
-            fresh = self.context.socket(self.zmq.DEALER)
-            fresh.setsockopt(self.zmq.LINGER, 0)
-            fresh.connect(self.workers[device])
-            self.control[device] = fresh
-            raise WorkerError(f"worker {device!r} at {self.workers[device]} did not answer {body.get('op')!r} within "
-                              f"{wait_s:g} s; is it running (coinfer worker --listen ... --name {device})?")
-        reply = wire.read_json(wire.unpack(sock.recv_multipart(copy=False)))
-        return reply
+            self.control[device] = self._dealer(device, self.workers[device])
+            keys = (" and does it hold this client's public key (and this client its key)?"
+                    if self.security is not None else "; if it was started with keys, give them here too")
+            raise UnreachableError(f"worker {device!r} at {self.workers[device]} did not answer {what!r} within "
+                                   f"{wait_s:g} s; is it running (coinfer worker --listen ... --name {device}){keys}")
+        return wire.read_json(wire.unpack(sock.recv_multipart(copy=False)))
 
     def check(self, device: str, body: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         reply = self.call(device, body, timeout_s)
         if not reply.get("ok"):
             raise WorkerError(f"worker {device!r} refused {body.get('op')!r}: {reply.get('error')}")
         return reply
+
+    def send_blobs(self, device: str, plan_version: int, shas: list[str], blob_bytes: Callable[[str], bytes],
+                   labels: Mapping[str, str], timeout_s: float, progress: Callable[[int], None] | None = None) -> int:
+        """Stream blobs to a worker in chunks, at most `WINDOW` unacknowledged; the bytes sent."""
+        sock, outstanding, sent = self.control[device], 0, 0
+
+        def acknowledged() -> None:
+            reply = self._reply(device, "blob chunk", timeout_s)
+            if not reply.get("ok"):
+                name = labels.get(str(reply.get("sha256")), "a weight blob")
+                raise WorkerError(f"worker {device!r} refused {name}: {reply.get('error')}")
+
+        for sha in shas:
+            data = memoryview(blob_bytes(sha))
+            for offset in range(0, max(1, data.nbytes), CHUNK_BYTES):
+                chunk = data[offset : offset + CHUNK_BYTES]
+                header = wire.Header(wire.Kind.BLOB, plan_version, 0, sha, "uint8", (offset, data.nbytes))
+                while outstanding >= WINDOW:
+                    acknowledged()
+                    outstanding -= 1
+                sock.send_multipart(wire.pack(header, b"", chunk), copy=chunk.nbytes < 65536)
+                outstanding += 1
+                sent += chunk.nbytes
+                if progress is not None:
+                    progress(chunk.nbytes)
+        while outstanding:
+            acknowledged()
+            outstanding -= 1
+        return sent
 
     def cancel(self, plan_version: int, request_id: int) -> None:
         """Tell every worker to forget a failed request (its partial state would otherwise stay)."""
@@ -111,10 +190,13 @@ class Client:
     # -- requests ---------------------------------------------------------------------------
 
     def submit(self, origin: str, plan_version: int, request_id: int, inputs: Mapping[str, np.ndarray]) -> None:
-        sock = self.control[origin]
+        sock = self.data.get(origin)
+        if sock is None:
+            raise WorkerError(f"no data connection to the origin {origin!r}; deploy a plan first")
+        chunk = wire.ENCRYPTED_CHUNK_BYTES if self.security is not None else None
         for name, array in inputs.items():
-            sock.send_multipart(wire.tensor_frames(np.ascontiguousarray(array), name, request_id, plan_version),
-                                copy=array.nbytes < 65536)
+            frames = wire.tensor_frames(np.ascontiguousarray(array), name, request_id, plan_version, chunk_bytes=chunk)
+            sock.send_multipart(frames, copy=array.nbytes < 65536)
 
     def collect(self, pending: dict[int, Outcome], output_names: tuple[str, ...], timeout_s: float) -> list[Outcome]:
         """Wait up to `timeout_s` for messages on the sink; the requests they finish."""
@@ -126,35 +208,30 @@ class Client:
             now = time.perf_counter()
             try:
                 message = wire.unpack(frames)
-            except Exception as exc:  # a broken frame on the sink is logged, never fatal
+                outcome = pending.get(message.header.request_id)
+                if message.header.kind is wire.Kind.CONTROL:
+                    self._telemetry(message)
+                    continue
+                if message.header.kind is wire.Kind.ERROR:
+                    report = wire.read_json(message)
+                    (outcome.errors if outcome else self.stray_errors).append(report)
+                    if outcome is not None:
+                        done.append(pending.pop(outcome.request_id))
+                    continue
+                if outcome is None:
+                    self.late_outputs += 1  # a late output of a request that already failed or finished
+                    continue
+                outcome.outputs[message.header.name] = wire.read_tensor(message).copy()
+            except WireError as exc:  # a broken frame on the sink is logged, never fatal
                 log.warning("client: dropped a malformed message: %s", exc)
                 continue
-            outcome = pending.get(message.header.request_id)
-            if message.header.kind is wire.Kind.CONTROL:
-                self._telemetry(message)
-                continue
-            if message.header.kind is wire.Kind.ERROR:
-                report = wire.read_json(message)
-                (outcome.errors if outcome else self.stray_errors).append(report)
-                if outcome is not None:
-                    done.append(pending.pop(outcome.request_id))
-                continue
-            if outcome is None:
-                self.late_outputs += 1  # a late output of a request that already failed or finished
-                continue
-            outcome.outputs[message.header.name] = wire.read_tensor(message).copy()
             if all(n in outcome.outputs for n in output_names):
                 outcome.latency_s = now - outcome.sent_s
                 done.append(pending.pop(outcome.request_id))
         return done
 
-
     def _telemetry(self, message: wire.Message) -> None:
-        try:
-            body = wire.read_json(message)
-        except Exception as exc:  # as for any frame on the sink: logged, never fatal
-            log.warning("client: dropped a malformed telemetry message: %s", exc)
-            return
+        body = wire.read_json(message)
         if body.get("op") != "telemetry":
             return
         if "probe" in body:

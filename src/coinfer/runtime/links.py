@@ -4,7 +4,8 @@ Every value a worker sends to a peer goes through that peer's `LinkSender`: it e
 with the link's codec, asks the `LinkShaper` when the message would arrive over the emulated link,
 waits until then, and sends. One thread per link keeps messages in order, lets transfers overlap
 computation (pipelining), and keeps each ZeroMQ socket in the one thread that uses it, as
-ZeroMQ requires.
+ZeroMQ requires. On a secure worker the socket is a CURVE client of the receiver's key, and
+tensors go in chunks so that encryption and decryption overlap (coinfer.runtime.wire).
 """
 
 from __future__ import annotations
@@ -14,17 +15,30 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from coinfer.runtime import wire
+from coinfer.runtime.security import KeyPair, connect_securely
 from coinfer.shaping import LinkShaper
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+KEPT_DELIVERIES = 10_000  # delivery times kept for the statistics (a long-running link stays bounded)
+MAX_QUEUED_REPORTS = 1_000  # JSON reports waiting beyond this are dropped: a peer that floods a worker with
+# bad frames, or a client that stops reading, must not make the worker's memory grow
+
+
+@dataclass(frozen=True)
+class LinkSecurity:
+    """This worker's key pair, and the public key of the socket the link connects to."""
+
+    keys: KeyPair
+    server_key: bytes
 
 
 @dataclass
@@ -34,17 +48,20 @@ class LinkStats:
     messages: int = 0
     wire_bytes: int = 0
     raw_bytes: int = 0
-    delivery_s: list[float] = field(default_factory=list)
+    dropped_reports: int = 0  # error and telemetry messages dropped while MAX_QUEUED_REPORTS waited
+    delivery_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEPT_DELIVERIES))
 
 
 class LinkSender(threading.Thread):
     """Sends tensors and JSON messages to one address, in order, over an optional emulated link."""
 
     def __init__(self, context: Any, address: str, shaper: LinkShaper | None = None, codec: str = "none",
-                 name: str = "link", sender: str = "") -> None:
+                 name: str = "link", sender: str = "", security: LinkSecurity | None = None) -> None:
         super().__init__(name=f"coinfer-{name}", daemon=True)
         self.sender = sender  # the device this worker plays
         self.context, self.address, self.shaper, self.codec = context, address, shaper, codec
+        self.security = security
+        self.chunk_bytes = wire.ENCRYPTED_CHUNK_BYTES if security is not None else None
         self.outbox: queue.Queue[Any] = queue.Queue()
         self.stats = LinkStats()
         self.lock = threading.Lock()
@@ -55,6 +72,9 @@ class LinkSender(threading.Thread):
         self.outbox.put(("tensor", plan_version, request_id, name, array, codec or self.codec, time.monotonic()))
 
     def send_json(self, kind: wire.Kind, body: dict[str, Any], request_id: int = 0, plan_version: int = 0) -> None:
+        if self.outbox.qsize() >= MAX_QUEUED_REPORTS:
+            self.stats.dropped_reports += 1
+            return
         self.outbox.put(("json", kind, body, request_id, plan_version, time.monotonic()))
 
     def stop(self) -> None:
@@ -65,6 +85,8 @@ class LinkSender(threading.Thread):
 
         socket = self.context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 1000)
+        if self.security is not None:
+            connect_securely(socket, self.security.keys, self.security.server_key)
         if self.sender:  # the receiver names the source of each hop by this identity (`source_of`)
             socket.setsockopt(zmq.ROUTING_ID, f"{self.sender}#{uuid.uuid4().hex[:8]}".encode())
         socket.connect(self.address)
@@ -81,7 +103,7 @@ class LinkSender(threading.Thread):
         encode_start_s = time.monotonic()
         if item[0] == "tensor":
             _, version, request_id, name, array, codec, enqueued_s = item
-            frames = wire.tensor_frames(array, name, request_id, version, codec)
+            frames = wire.tensor_frames(array, name, request_id, version, codec, self.chunk_bytes)
             raw = int(array.nbytes)
         else:
             _, kind, body, request_id, version, enqueued_s = item

@@ -1,10 +1,15 @@
 """Starting the workers a plan needs as processes on this machine, and always stopping them.
 
-Each worker is `python -m coinfer worker --listen tcp://HOST:0` (the kernel picks a free port,
+Each worker is `python -m coinfer worker --listen tcp://HOST:0` (the kernel picks free ports,
 so parallel runs never collide); the worker prints its endpoint as its first line, which is how
 the launcher learns it. With a `NetnsTopology` each worker runs inside its device's network
 namespace and binds every address there; peers then reach it over their shaped veth pair and the
 client over the unshaped management link.
+
+The default is the secure path, as on real devices: the launcher makes throwaway CURVE key pairs
+(one per worker, one for the client) in its private temporary directory, gives each worker its
+own secret and the client's public key, and `client()` connects with the client's pair. Each
+worker's blob cache is a directory of its own (under `cache_dir`, else in the temporary one).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coinfer.errors import WorkerError
+from coinfer.runtime.client import Client, ClientSecurity
+from coinfer.runtime.security import load_keypair, write_keypair
 
 if TYPE_CHECKING:
     from coinfer.runtime.netns import NetnsTopology
@@ -34,7 +41,8 @@ class LocalWorkers:
     """A context manager that runs one worker process per device and stops them on exit."""
 
     def __init__(self, devices: Sequence[str], threads: int = 1, topology: NetnsTopology | None = None,
-                 start_timeout_s: float = 30.0, extra_args: Sequence[str] = ()) -> None:
+                 start_timeout_s: float = 30.0, extra_args: Sequence[str] = (), *, secure: bool = True,
+                 cache_dir: Path | None = None, cwd: Path | None = None) -> None:
         self.devices = tuple(devices)
         self.threads = threads
         self.topology = topology
@@ -44,6 +52,14 @@ class LocalWorkers:
         self.ports: dict[str, int] = {}
         self.logs: dict[str, Path] = {}
         self._log_dir = tempfile.TemporaryDirectory(prefix="coinfer-workers-")
+        self.cache_dir = cache_dir or Path(self._log_dir.name) / "blobs"
+        self.cwd = cwd  # where the worker processes run (None: here)
+        self.security: ClientSecurity | None = None
+        if secure:
+            keys = Path(self._log_dir.name) / "keys"
+            write_keypair(keys, "client")
+            publics = {d: load_keypair(write_keypair(keys, d)[1]).public for d in self.devices}
+            self.security = ClientSecurity(load_keypair(keys / "client.key_secret"), publics)
 
     def __enter__(self) -> LocalWorkers:
         try:
@@ -59,6 +75,10 @@ class LocalWorkers:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def client(self, timeout_s: float = 10.0, sink_host: str = "127.0.0.1") -> Client:
+        """A client of these workers, with the run's keys."""
+        return Client({d: self.endpoint(d, None) for d in self.devices}, sink_host, timeout_s, self.security)
+
     def endpoint(self, device: str, seen_from: str | None = None) -> str:
         """How `seen_from` (a device, or None for the client in the root namespace) reaches `device`."""
         port = self.ports[device]
@@ -72,14 +92,18 @@ class LocalWorkers:
 
     def _start(self, device: str) -> None:
         host = "127.0.0.1" if self.topology is None else "0.0.0.0"
+        keys = Path(self._log_dir.name) / "keys"
+        secure = ["--key", str(keys / f"{device}.key_secret"), "--authorized-keys", str(keys / "client.key")]
         command = [sys.executable, "-m", "coinfer", "worker", "--listen", f"tcp://{host}:0", "--name", device,
-                   "--threads", str(self.threads), *self.extra_args]
+                   "--threads", str(self.threads), "--cache-dir", str(self.cache_dir / device),
+                   *(secure if self.security is not None else ["--insecure"]), *self.extra_args]
         if self.topology is not None:
             command = [*self.topology.exec_prefix(device), *command]
         self.logs[device] = Path(self._log_dir.name) / f"{device}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
         with open(self.logs[device], "w") as err:
-            self.processes[device] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+            self.processes[device] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                                      cwd=self.cwd)
         log.debug("started worker %s: %s", device, " ".join(command))
 
     def _wait_ready(self, device: str) -> None:

@@ -14,11 +14,13 @@ what was predicted:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coinfer.errors import PlanError
 from coinfer.plan import Plan
 from coinfer.runtime.program import ProgramIndex
+
+CLIENT = "<client>"  # the sender of graph inputs and the receiver of results, as a route names it
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class DeviceRoute:
     expects: frozenset[str]  # values other devices (or the client) send here
     sends: Mapping[str, tuple[str, ...]]  # value produced here (or entering here) -> target devices
     results: tuple[str, ...]  # graph outputs this device hands to the client (origin only)
+    senders: Mapping[str, str] = field(default_factory=dict)  # value in `expects` -> who sends it (CLIENT: the client)
 
 
 def route(plan: Plan, program: ProgramIndex, origin: str) -> dict[str, DeviceRoute]:
@@ -86,6 +89,8 @@ def route(plan: Plan, program: ProgramIndex, origin: str) -> dict[str, DeviceRou
             | (frozenset(program.graph_inputs) if d == origin else frozenset()),
             sends=sends.get(d, {}),
             results=program.outputs if d == origin else (),
+            senders={**{v: src for src in sends for v, ts in sends[src].items() if d in ts},
+                     **({v: CLIENT for v in program.graph_inputs} if d == origin else {})},
         )
         for d in devices
     }

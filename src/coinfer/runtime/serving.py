@@ -9,6 +9,7 @@ have run and, at the origin, its results have gone to the client.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,8 @@ import numpy as np
 
 from coinfer.errors import WireError
 from coinfer.graph import TensorSpec
-from coinfer.runtime.routing import DeviceRoute, RunStage
+from coinfer.runtime.routing import CLIENT, DeviceRoute, RunStage
 
-CLIENT = "<client>"
 REMEMBERED_REQUESTS = 100_000  # finished request ids kept to reject late duplicates, oldest forgotten first
 
 Send = Callable[[str, int, str, np.ndarray], None]  # target, request id, value name, array
@@ -31,6 +31,7 @@ class RequestState:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     next_stage: int = 0
     results_sent: set[str] = field(default_factory=set)
+    started_s: float = field(default_factory=time.monotonic)
 
 
 class RequestEngine:
@@ -42,13 +43,18 @@ class RequestEngine:
         self.finished: set[int] = set()
         self._finished_order: deque[int] = deque()
 
-    def arrive(self, request_id: int, name: str, array: np.ndarray) -> bool:
+    def arrive(self, request_id: int, name: str, array: np.ndarray, source: str | None = None) -> bool:
         """Take one value for a request; runs what became runnable. True when the request is done here.
 
-        Raises WireError for a value this device does not expect, of the wrong shape or dtype, or
-        one that came twice; StageFailure (a WorkerError) when a stage raises.
+        `source` is the device that sent it (CLIENT for the client), when the receiver knows it.
+        Raises WireError for a value this device does not expect (or not from that source), of the
+        wrong shape or dtype, or one that came twice; StageFailure (a WorkerError) when a stage raises.
         """
         self._check(request_id, name, array)
+        expected = self.route.senders.get(name)
+        if source is not None and expected is not None and source != expected:
+            raise WireError(f"device {self.route.device!r}: value {name!r} of request {request_id} came from "
+                            f"{source}, but the plan has {expected} send it; dropped")
         state = self.states.setdefault(request_id, RequestState())
         state.values[name] = array
         try:
@@ -66,6 +72,15 @@ class RequestEngine:
     def drop(self, request_id: int) -> None:
         self.states.pop(request_id, None)
         self._remember(request_id)
+
+    def expire(self, older_than_s: float) -> list[int]:
+        """Drop requests that started more than `older_than_s` ago and are still incomplete here (a
+        value that never came: its sender failed, or the client gave up); the ids dropped."""
+        cutoff = time.monotonic() - older_than_s
+        stale = [rid for rid, state in self.states.items() if state.started_s < cutoff]
+        for rid in stale:
+            self.drop(rid)
+        return stale
 
     def _remember(self, request_id: int) -> None:
         self.finished.add(request_id)

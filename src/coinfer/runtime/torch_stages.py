@@ -1,0 +1,107 @@
+"""Stages of a PyTorch program on a worker: the aten calls a deployment carries, run over its shipped weights.
+
+Nothing here imports the model or reads a file a message names: every call's target is resolved
+against `torch.ops.aten` when the deployment is built (coinfer.runtime.aten_calls), every weight
+is a tensor of the deployment's own blobs, and a call or weight the stages need but the
+deployment lacks refuses the deployment. At run time a stage is its ops in program order, each
+called with its decoded arguments: values computed earlier in the stage or received, and weights.
+Values cross the stage boundary as numpy arrays that share memory with the tensors, except where
+a received frame is read-only (it is copied once).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from coinfer.errors import WireError
+from coinfer.runtime.aten_calls import Ref, decode_args, resolve_target
+from coinfer.runtime.program import ProgramIndex
+from coinfer.runtime.routing import RunStage
+from coinfer.runtime.stages import StageFailure
+
+
+class _Call:
+    __slots__ = ("args", "kwargs", "label", "owner", "target")
+
+    def __init__(self, target: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], owner: str) -> None:
+        self.target, self.args, self.kwargs, self.owner = target, args, kwargs, owner
+        self.label = "getitem" if target is operator.getitem else str(getattr(target, "overloadpacket", target))
+
+
+class TorchStages:
+    """The stages of one deployment (see the module docstring)."""
+
+    def __init__(self, index: ProgramIndex, calls: Mapping[str, Any], weights: Mapping[str, Any],
+                 stages: Sequence[RunStage], threads: int) -> None:
+        import torch
+
+        self.torch = torch
+        # CPU kernels split reductions by thread: the reference runs at the workers' count, so must they
+        torch.set_num_threads(threads)
+        self.index = index
+        self.weights = weights
+        owner = {op.name: op.owner for op in index.ops}
+        self.calls: dict[str, _Call] = {}
+        for stage in stages:
+            for name in stage.ops:
+                self.calls[name] = self._decode(name, calls.get(name), owner[name])
+
+    def _decode(self, name: str, doc: Any, owner: str) -> _Call:
+        where = f"the call of op {name!r} (node {owner!r})"
+        if not isinstance(doc, dict) or set(doc) != {"target", "args", "kwargs"}:
+            raise WireError(f"{where}: the deployment holds no call with target, args and kwargs for it")
+        if not isinstance(doc["args"], list) or not isinstance(doc["kwargs"], dict):
+            raise WireError(f"{where}: args must be a list and kwargs an object")
+        args = decode_args(doc["args"], where)
+        kwargs = {str(k): decode_args(v, where) for k, v in doc["kwargs"].items()}
+        for ref in _refs([args, kwargs]):
+            if ref.kind == "weight" and ref.name not in self.weights:
+                raise WireError(f"{where} reads weight {ref.name!r}, which the deployment does not ship")
+        return _Call(resolve_target(doc["target"], where), args, kwargs, owner)
+
+    def run(self, stage: RunStage, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self.torch
+        local: dict[str, Any] = {}
+
+        def fill(arg: Any) -> Any:
+            if isinstance(arg, Ref):
+                if arg.kind == "weight":
+                    weight = self.weights[arg.name]
+                    return weight.clone() if arg.copy else weight
+                if arg.name not in local:
+                    value = values[arg.name]
+                    local[arg.name] = torch.from_numpy(value if value.flags.writeable else value.copy())
+                return local[arg.name]
+            if isinstance(arg, list):
+                return [fill(a) for a in arg]
+            return arg
+
+        with torch.inference_mode():
+            for name in stage.ops:
+                call = self.calls[name]
+                try:
+                    local[name] = call.target(*fill(call.args), **{k: fill(v) for k, v in call.kwargs.items()})
+                except Exception as exc:  # any op error is the stage's failure, reported by node
+                    raise StageFailure(call.owner, call.label, exc) from exc
+        return {v: _to_numpy(local[v], v) for v in stage.keep}
+
+
+def _refs(tree: Any) -> list[Ref]:
+    if isinstance(tree, Ref):
+        return [tree]
+    if isinstance(tree, list | tuple):
+        return [r for item in tree for r in _refs(item)]
+    if isinstance(tree, dict):
+        return [r for item in tree.values() for r in _refs(item)]
+    return []
+
+
+def _to_numpy(value: Any, name: str) -> np.ndarray:
+    if not hasattr(value, "numpy"):
+        raise StageFailure(name, "send", TypeError(f"value {name} is a {type(value).__name__}, not a tensor; "
+                                                   "place the cut elsewhere"))
+    return np.asarray(value.detach().contiguous().numpy())

@@ -1,0 +1,264 @@
+"""The compute thread: owns every request's state and runs stages, one at a time, as one device would.
+
+It takes typed items from its inbox: `Install` and `Undeploy` a deployment, `Cancel` a request,
+and `Arrival` of a tensor. With emulation on it holds each stage until it has taken the time the
+profile predicts for the device it plays. Per-request state that waits longer than
+`REQUEST_TTL_S` for a value that never comes is dropped, and statistics keep a bounded history,
+so a long-running worker's memory stays flat. An exception while handling one item is reported
+to the client and the thread goes on; if the thread itself ever stops, `failure` says why and the
+worker answers every later tensor with that error instead of queueing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coinfer.errors import WireError
+from coinfer.runtime import wire
+from coinfer.runtime.routing import RunStage
+from coinfer.runtime.serving import RequestEngine
+from coinfer.runtime.stages import StageFailure
+from coinfer.runtime.worker.deployment import Deployment
+from coinfer.runtime.worker.outgoing import Outgoing
+
+log = logging.getLogger(__name__)
+
+REQUEST_TTL_S = 600.0  # far above any request's timeout (60 s by default)
+EXPIRY_EVERY_S = 10.0
+KEPT_RUNS = 10_000  # stage times kept per stage for the statistics
+Report = Callable[..., None]  # (error, request_id=0, plan_version=0, **fields)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    header: wire.Header
+    array: np.ndarray
+    hop: dict[str, Any] | None
+    source: str | None  # the sending device (CLIENT for the client) when the receiver knows it
+
+
+@dataclass(frozen=True)
+class Install:
+    deployment: Deployment
+
+
+@dataclass(frozen=True)
+class Cancel:
+    plan_version: int
+    request_id: int
+
+
+@dataclass(frozen=True)
+class Undeploy:
+    plan_version: int
+
+
+Item = Arrival | Install | Cancel | Undeploy
+
+
+class _Idle:
+    """What the loop sees when nothing came for a while (it only expires stale state)."""
+
+
+_IDLE = _Idle()
+
+
+@dataclass
+class RequestTelemetry:
+    """What one request did on this worker: its stages' times and the hops that brought its values."""
+
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    hops: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class StageTimes:
+    compute_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEPT_RUNS))  # measured on this machine
+    held_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEPT_RUNS))  # after emulation's stretch
+    runs: int = 0
+
+
+class Compute:
+    def __init__(self, name: str, outgoing: Outgoing, report: Report, on_undeploy: Callable[[int], None],
+                 tensor_slots: threading.Semaphore) -> None:
+        self.name, self.outgoing, self.report, self.on_undeploy = name, outgoing, report, on_undeploy
+        self.tensor_slots = tensor_slots  # released for every Arrival taken: the I/O thread's backpressure
+        self.inbox: queue.Queue[Item | _Idle | None] = queue.Queue()
+        self.deployments: dict[int, Deployment] = {}
+        self.engines: dict[int, RequestEngine] = {}
+        self.telemetry: dict[tuple[int, int], RequestTelemetry] = {}
+        self.stage_times: dict[tuple[int, int], StageTimes] = {}
+        self.failure: str | None = None
+        self._current: RequestTelemetry | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="coinfer-compute", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.inbox.put(None)
+        self._thread.join(timeout=5)
+
+    def put(self, item: Item) -> None:
+        self.inbox.put(item)
+
+    def versions(self) -> list[int]:
+        with self._lock:
+            return sorted(self.deployments)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.failure is None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_expiry_s = time.monotonic() + EXPIRY_EVERY_S
+        try:
+            while True:
+                try:
+                    item = self.inbox.get(timeout=EXPIRY_EVERY_S)
+                except queue.Empty:
+                    item = _IDLE
+                if item is None:
+                    return
+                if isinstance(item, Arrival):
+                    self.tensor_slots.release()
+                if item is not _IDLE:
+                    self._handle(item)
+                if time.monotonic() > next_expiry_s:
+                    self._expire()
+                    next_expiry_s = time.monotonic() + EXPIRY_EVERY_S
+        except BaseException as exc:  # the thread must never end unnoticed
+            self.failure = f"the compute thread of {self.name} stopped: {type(exc).__name__}: {exc}"
+            log.critical("%s", self.failure, exc_info=True)
+            raise
+
+    def _handle(self, item: Item | _Idle) -> None:
+        try:
+            if isinstance(item, Arrival):
+                self._arrive(item)
+            elif isinstance(item, Install):
+                self._install(item.deployment)
+            elif isinstance(item, Cancel):
+                engine = self.engines.get(item.plan_version)
+                if engine is not None:
+                    engine.drop(item.request_id)
+                self.telemetry.pop((item.plan_version, item.request_id), None)
+            elif isinstance(item, Undeploy):
+                self._undeploy(item.plan_version)
+        except Exception as exc:  # a bug in one item must not stop the device: report it, serve on
+            log.exception("%s: handling %s failed", self.name, type(item).__name__)
+            header = item.header if isinstance(item, Arrival) else None
+            self.report(f"{self.name} failed on {type(item).__name__.lower()}: {type(exc).__name__}: {exc}",
+                        header.request_id if header else 0, header.plan_version if header else 0)
+
+    def _install(self, d: Deployment) -> None:
+        version = d.plan_version
+
+        def send(target: str, request_id: int, name: str, array: np.ndarray) -> None:
+            self.outgoing.send_tensor(target, version, request_id, name, array, d.codecs.get(target, "none"))
+
+        def run(stage: RunStage, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return self._run_stage(d, stage, values)
+
+        with self._lock:
+            self.deployments[version] = d
+        self.engines[version] = RequestEngine(d.route, dict(d.stages.index.specs), send, run)
+
+    def _undeploy(self, version: int) -> None:
+        self.engines.pop(version, None)
+        with self._lock:
+            self.deployments.pop(version, None)
+            for key in [k for k in self.stage_times if k[0] == version]:
+                del self.stage_times[key]
+        for key in [k for k in self.telemetry if k[0] == version]:
+            del self.telemetry[key]
+        self.on_undeploy(version)
+
+    def _expire(self) -> None:
+        for version, engine in self.engines.items():
+            for rid in engine.expire(REQUEST_TTL_S):
+                self.telemetry.pop((version, rid), None)
+                log.warning("%s: dropped request %d of plan version %d, incomplete after %.0f s", self.name, rid,
+                            version, REQUEST_TTL_S)
+
+    def _arrive(self, a: Arrival) -> None:
+        header = a.header
+        engine = self.engines.get(header.plan_version)
+        if engine is None:
+            self.report(f"{header.describe()}: plan version {header.plan_version} is not deployed on "
+                        f"{self.name} (deployed: {sorted(self.engines) or 'none'})",
+                        header.request_id, header.plan_version)
+            return
+        key = (header.plan_version, header.request_id)
+        watch = self.deployments[header.plan_version].telemetry
+        if watch:
+            self._current = self.telemetry.setdefault(key, RequestTelemetry())
+            if a.hop is not None:
+                self._current.hops.append({**a.hop, "value": header.name})
+        try:
+            if engine.arrive(header.request_id, header.name, a.array, a.source) and watch:
+                self._send_telemetry(header, self.telemetry.pop(key))
+        except StageFailure as exc:
+            self.telemetry.pop(key, None)
+            self.report(f"stage on {self.name} failed at node {exc.node_id!r}: {exc.error}",
+                        header.request_id, header.plan_version, node=exc.node_id, exception=exc.error)
+        except WireError as exc:
+            self.telemetry.pop(key, None)
+            self.report(str(exc), header.request_id, header.plan_version)
+        finally:
+            self._current = None
+
+    def _send_telemetry(self, header: wire.Header, t: RequestTelemetry) -> None:
+        body = {"op": "telemetry", "device": self.name, "request_id": header.request_id,
+                "plan_version": header.plan_version, "stages": t.stages, "hops": t.hops,
+                "inbox": self.inbox.qsize()}
+        self.outgoing.to_client(wire.Kind.CONTROL, body, header.request_id, header.plan_version)
+
+    def _run_stage(self, d: Deployment, stage: RunStage, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out = d.stages.run(stage, values)
+        compute_s = time.perf_counter() - start
+        target_s = d.stage_time_s.get(stage.index)
+        if target_s is not None and target_s > compute_s:
+            time.sleep(target_s - compute_s)
+        held_s = time.perf_counter() - start
+        with self._lock:
+            times = self.stage_times.setdefault((d.plan_version, stage.index), StageTimes())
+            times.compute_s.append(compute_s)
+            times.held_s.append(held_s)
+            times.runs += 1
+        if self._current is not None:
+            self._current.stages.append({"index": stage.index, "node_ids": list(stage.node_ids),
+                                         "compute_s": compute_s, "held_s": held_s,
+                                         "target_s": target_s, "at_unix_s": time.time()})
+        return out
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def stage_stats(self, plan_version: int) -> list[dict[str, Any]]:
+        with self._lock:
+            d = self.deployments.get(plan_version)
+            rows = []
+            for (version, index), t in sorted(self.stage_times.items()):
+                if version != plan_version or not t.compute_s:
+                    continue
+                stage = next((s for s in d.route.stages if s.index == index), None) if d else None
+                rows.append({
+                    "index": index, "stage": stage.label if stage else str(index), "runs": t.runs,
+                    "compute_s": statistics.median(t.compute_s), "held_s": statistics.median(t.held_s),
+                    "emulated_s": d.stage_time_s.get(index) if d else None,
+                })
+            return rows

@@ -1,0 +1,113 @@
+"""The control protocol: one handler per op, in a table. Every op comes from an authorised client.
+
+    health     who the worker is, what it holds, whether its compute thread is alive
+    stats      per stage times, per link traffic, recent errors, of one plan version
+    deploy     step 1 of a deployment (coinfer.runtime.worker.preparing); answered by the preparer
+    activate   step 3 of a deployment; answered by the preparer
+    undeploy   drop a plan version (its requests, its weights once no other deployment holds them)
+    cancel     forget what this worker holds of one request (it failed elsewhere)
+    probe      send two-point link probes of the given sizes to a peer (REFERENCE section 4)
+    shutdown   stop serving
+
+A handler returns the reply, or `LATER` when another thread will send it. The client's chunks of
+weight blobs are BLOB messages on the same socket (coinfer.runtime.wire), not an op.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from coinfer.runtime.worker.compute import Cancel, Compute, Undeploy
+from coinfer.runtime.worker.config import WorkerConfig
+from coinfer.runtime.worker.outgoing import Outgoing
+from coinfer.runtime.worker.preparing import ActivateJob, DeployJob, Preparer
+
+PROBE = "<probe>"  # the value name of two-point link probes (plan version 0, never given to an engine)
+MAX_PROBE_BYTES = 64 << 20
+LATER = None  # a handler's "the reply comes from another thread"
+
+
+@dataclass
+class Control:
+    config: WorkerConfig
+    compute: Compute
+    preparer: Preparer
+    outgoing: Outgoing
+    stopping: threading.Event
+    data_port: int
+    errors: Callable[[], list[str]]
+
+    def handle(self, identity: Any, body: dict[str, Any]) -> dict[str, Any] | None:
+        op = body.get("op")
+        handler = self.table().get(op) if isinstance(op, str) else None
+        if handler is None:
+            return {"ok": False, "error": f"unknown control op {str(op)[:40]!r}; known: {', '.join(self.table())}"}
+        try:
+            return handler(identity, body)
+        except (KeyError, TypeError, ValueError) as exc:
+            return {"ok": False, "error": f"op {op}: {type(exc).__name__}: {exc}"}
+
+    def table(self) -> dict[str, Callable[[Any, dict[str, Any]], dict[str, Any] | None]]:
+        return {"health": self.health, "stats": self.stats, "deploy": self.deploy, "activate": self.activate,
+                "undeploy": self.undeploy, "cancel": self.cancel, "probe": self.probe, "shutdown": self.shutdown}
+
+    def health(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "name": self.config.name, "versions": self.compute.versions(),
+                "pending": sorted(self.preparer.pending), "emulate": self.config.emulate,
+                "threads": self.config.threads, "data_port": self.data_port, "secure": self.config.secure,
+                "compute": "alive" if self.compute.alive else (self.compute.failure or "stopped"),
+                "queued": self.compute.inbox.qsize()}
+
+    def stats(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
+        version = _int(body.get("plan_version", 0), "plan_version")
+        return {"ok": True, "name": self.config.name, "stages": self.compute.stage_stats(version),
+                "links": self.outgoing.stats(), "errors": self.errors()[-20:]}
+
+    def deploy(self, identity: Any, body: dict[str, Any]) -> dict[str, Any] | None:
+        return LATER if self.preparer.offer(DeployJob(identity, body)) else _busy()
+
+    def activate(self, identity: Any, body: dict[str, Any]) -> dict[str, Any] | None:
+        job = ActivateJob(identity, _int(body.get("plan_version"), "plan_version"))
+        return LATER if self.preparer.offer(job) else _busy()
+
+    def undeploy(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
+        self.compute.put(Undeploy(_int(body.get("plan_version"), "plan_version")))
+        return {"ok": True}
+
+    def cancel(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
+        self.compute.put(Cancel(_int(body.get("plan_version"), "plan_version"),
+                                _int(body.get("request_id"), "request_id")))
+        return {"ok": True}
+
+    def probe(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
+        target, sizes = body.get("target"), body.get("sizes_bytes")
+        if not isinstance(target, str) or not isinstance(sizes, list) or not 0 < len(sizes) <= 64:
+            return {"ok": False, "error": "probe needs target (a device) and sizes_bytes (1 to 64 sizes)"}
+        sizes = [_int(b, "sizes_bytes") for b in sizes]
+        if any(not 0 < b <= MAX_PROBE_BYTES for b in sizes):
+            return {"ok": False, "error": f"probe sizes must be 1 B .. 64 MiB, got {sizes[:8]}"}
+        link = self.outgoing.to(target)
+        if link is None:
+            return {"ok": False, "error": f"{self.config.name} knows no address for {target[:40]!r}; deploy first"}
+        for size in sizes:
+            link.send_tensor(0, 0, PROBE, np.zeros(size, dtype=np.uint8))
+        return {"ok": True}
+
+    def shutdown(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
+        self.stopping.set()
+        return {"ok": True}
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 63:
+        raise ValueError(f"field {name} must be a non-negative integer, not {str(value)[:40]!r}")
+    return value
+
+
+def _busy() -> dict[str, Any]:
+    return {"ok": False, "busy": True, "error": "the worker is still preparing earlier deployments; retry shortly"}
