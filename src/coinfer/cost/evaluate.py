@@ -112,8 +112,7 @@ def memory_need_bytes(plan: Plan, problem: Problem) -> dict[str, int]:
     for node in graph.nodes:
         device = plan.placement[node.id]
         params[device] += node.param_bytes
-        live = node.output_bytes + sum(graph.tensor_bytes(src) for src in dict.fromkeys(node.inputs))
-        working[device] = max(working[device], live)
+        working[device] = max(working[device], terms.working_set_bytes(graph, node))
     return {d: params[d] + working[d] for d in params}
 
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 import numpy as np
 
 from coinfer.cluster import BackgroundLoad, Device, Link
+from coinfer.graph import Graph, Node
 
 Figure = TypeVar("Figure", float, np.ndarray)  # one request's figure, or many candidates' at once
 
@@ -98,3 +99,26 @@ def effective_busy_s(device: Device, busy_s: float) -> float:
         return busy_s
     free = 1.0 - device.background.utilisation
     return busy_s / free if free > 0 else math.inf
+
+
+def is_convolution(op: str) -> bool:
+    """A convolution node: aten.conv1d/2d/3d, aten.convolution, aten.conv_transpose2d, ONNX Conv."""
+    name = op.removeprefix("aten.").lstrip("_").lower()
+    return name.startswith("conv") and not name.startswith("convert")
+
+
+def working_set_bytes(graph: Graph, node: Node) -> int:
+    """The memory a node needs while it runs, beside the weights its device holds anyway.
+
+    Its inputs and its output, as every framework holds them. A convolution holds two more
+    buffers in PyTorch's CPU path (oneDNN): its output written in the kernel's blocked layout
+    before the reorder into the tensor's, and its weights reordered into that layout on every
+    call. Measured per op with the worker's stage runner (benchmarks/worker_memory.py, docs/
+    runtime.md): VGG16's 224x224 conv 64->64 peaked at 38.5 MB for 12.8 + 12.8 MB of input and
+    output (the third buffer), resnet50's 3x3 512->512 conv at 7x7 at 10.6 MB for 0.2 MB of
+    tensors and 9.4 MB of weights (the fourth).
+    """
+    tensors = node.output_bytes + sum(graph.tensor_bytes(src) for src in dict.fromkeys(node.inputs))
+    if is_convolution(node.op):
+        return tensors + node.output_bytes + node.param_bytes
+    return tensors

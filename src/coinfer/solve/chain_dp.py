@@ -270,7 +270,7 @@ def tables(problem: Problem) -> Tables:
     inp = {m: v[:, 0, :].sum(axis=0) for m, v in first.items()}
     queue = np.array([terms.queueing_time_s(d.background) for d in dev])
     w_lat = problem.objective.weights.get("latency_s", 0.0)
-    live = [n.output_bytes + sum(graph.tensor_bytes(s) for s in dict.fromkeys(n.inputs)) for n in graph.nodes]
+    live = [terms.working_set_bytes(graph, n) for n in graph.nodes]
     return Tables(
         devices, weigh(problem, node), node["latency_s"], node["origin_energy_j"],
         weigh(problem, hop), hop["latency_s"], hop["origin_energy_j"],

@@ -198,10 +198,8 @@ def _over(time_s: float, cap_s: float) -> bool:
 
 
 def working_set_bytes(problem: Problem, v: int) -> int:
-    """Inputs + output of node v: the memory it needs while it runs (as `memory_need_bytes`)."""
-    graph = problem.graph
-    node = graph.nodes[v]
-    return node.output_bytes + sum(graph.tensor_bytes(src) for src in dict.fromkeys(node.inputs))
+    """The memory node v needs while it runs (coinfer.cost.terms.working_set_bytes)."""
+    return terms.working_set_bytes(problem.graph, problem.graph.nodes[v])
 
 
 def _transfers(model: MilpModel) -> None:

@@ -228,6 +228,7 @@ class Preparer:
         self.outgoing.connect(deployment)
         self.compute.put(Install(deployment))
         self.cache.trim(keep)
+        memory.trim()
         route = deployment.route
         return {"ok": True, "plan_version": version, "device": deployment.device,
                 "stages": [s.label for s in route.stages], "results": list(route.results),
