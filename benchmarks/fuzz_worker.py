@@ -36,14 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coinfer.runtime import wire  # noqa: E402
-from coinfer.runtime.client import Client, run_requests  # noqa: E402
-from coinfer.runtime.local import LocalWorkers  # noqa: E402
-from coinfer.runtime.reference import example_inputs, reference_outputs  # noqa: E402
-from coinfer.runtime.run import RunOptions, deploy  # noqa: E402
-from coinfer.runtime.security import connect_securely  # noqa: E402
-from coinfer.runtime.worker.memory import resident_bytes  # noqa: E402
-from tests.runtime.conftest import TWO_STAGES, tiny_problem  # noqa: E402
+from coinfer.runtime import wire
+from coinfer.runtime.client import Client, run_requests
+from coinfer.runtime.local import LocalWorkers
+from coinfer.runtime.reference import example_inputs, reference_outputs
+from coinfer.runtime.run import RunOptions, deploy
+from coinfer.runtime.security import connect_securely
+from coinfer.runtime.worker.memory import resident_bytes
+from tests.runtime.conftest import TWO_STAGES, tiny_problem
 
 VERSION = 1
 FAMILIES = ("random", "mutated", "fields", "shapes", "bombs", "json", "blobs")

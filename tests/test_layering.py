@@ -7,30 +7,31 @@ import sys
 from pathlib import Path
 
 
+def _assert_in_a_fresh_process(code: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_planning_and_costing_do_not_import_torch() -> None:
-    code = (
+    _assert_in_a_fresh_process(
         "import sys, coinfer, coinfer.cost, coinfer.solve, coinfer.cli, coinfer.files.plan_file, "
         "coinfer.profile.analytic, coinfer.profile.regression, coinfer.capture\n"
         "heavy = [m for m in ('torch', 'torchvision', 'transformers', 'onnx') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_worker_imports_no_model_zoo_and_no_capture_code() -> None:
     """What a worker runs comes from its deployment: it never needs torchvision, transformers, onnx or the
     client's packaging (which builds programs from model specs), so a Raspberry Pi holds only the framework
     and its part. (`import coinfer` binds the pure-Python capture functions; a worker never calls them.)"""
-    code = (
+    _assert_in_a_fresh_process(
         "import sys, coinfer.runtime.worker, coinfer.runtime.worker.server, coinfer.runtime.torch_stages, "
         "coinfer.cli.worker_cmd\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torchvision', 'transformers', 'onnx', 'onnxruntime')\n"
         "         or m.startswith(('coinfer.runtime.packaging', 'coinfer.runtime.reference'))]\n"
         "assert not heavy, heavy\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_serving_worker_has_not_loaded_torchvision(tmp_path) -> None:  # type: ignore[no-untyped-def]

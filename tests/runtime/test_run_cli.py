@@ -127,12 +127,18 @@ def test_bench_hop_measures_curve_too(capsys) -> None:  # type: ignore[no-untype
     assert code == 0 and doc["curve"] and doc["coinfer_s"] > 0
 
 
-def test_a_failed_request_exits_1_naming_the_node(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def _plan(tmp_path, model: str, placement: str):  # type: ignore[no-untyped-def]
+    """A plan file of tests/runtime/tiny_models' `model` over the three-device cluster."""
     cluster = tmp_path / "three.yaml"
     cluster.write_text(yaml.safe_dump(THREE))
     plan = tmp_path / "plan.json"
-    assert main(["plan", "python:tests.runtime.tiny_models:tokens", "--cluster", str(cluster), "--placement",
-                 "embed@b | proj..sum_1@a", "-o", str(plan), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert main(["plan", f"python:tests.runtime.tiny_models:{model}", "--cluster", str(cluster), "--placement",
+                 placement, "-o", str(plan), "--cache-dir", str(tmp_path / "c")]) == 0
+    return plan
+
+
+def test_a_failed_request_exits_1_naming_the_node(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    plan = _plan(tmp_path, "tokens", "embed@b | proj..sum_1@a")
     np.save(tmp_path / "ids.npy", np.full((1, 6), 99, dtype=np.int64))  # past the 50-row embedding table
     capsys.readouterr()
     code = main(["run", str(plan), "--local", "--requests", "1", "--input-file", str(tmp_path / "ids.npy")])
@@ -141,11 +147,7 @@ def test_a_failed_request_exits_1_naming_the_node(tmp_path, capsys) -> None:  # 
 
 
 def test_verify_fails_on_a_nan_and_exits_1(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    cluster = tmp_path / "three.yaml"
-    cluster.write_text(yaml.safe_dump(THREE))
-    plan = tmp_path / "plan.json"
-    assert main(["plan", "python:tests.runtime.tiny_models:nans", "--cluster", str(cluster), "--placement",
-                 "proj@a | mul..mul_1@b", "-o", str(plan), "--cache-dir", str(tmp_path / "c")]) == 0
+    plan = _plan(tmp_path, "nans", "proj@a | mul..mul_1@b")
     capsys.readouterr()
     code = main(["run", str(plan), "--local", "--requests", "2", "--verify"])
     out = capsys.readouterr().out

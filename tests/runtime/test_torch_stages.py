@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from coinfer.runtime.packaging.torch_program import torch_program  # noqa: E402
-from coinfer.runtime.reference import example_inputs, reference_outputs  # noqa: E402
-from coinfer.runtime.routing import route  # noqa: E402
-from coinfer.runtime.torch_stages import TorchStages  # noqa: E402
-from tests.runtime.conftest import tiny_problem  # noqa: E402
+from coinfer.runtime.packaging.torch_program import torch_program
+from coinfer.runtime.reference import example_inputs, reference_outputs
+from coinfer.runtime.routing import route
+from coinfer.runtime.torch_stages import TorchStages
+from tests.runtime.conftest import tiny_problem
 
 
 def _stages(placement: str):  # type: ignore[no-untyped-def]

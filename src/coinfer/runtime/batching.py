@@ -182,7 +182,7 @@ def roofline_batch_ratio(graph: Graph, graph_k: Graph, k: int, catalog: str) -> 
     return {n: many[n] / one[n] if one[n] > 0 else float(k) for n in one}
 
 
-# -- checks on the worker -----------------------------------------------------------------------
+# -- checks of a batch-K program (on the client, before anything is deployed) -----------------
 
 def check_batched_outputs(graph: Graph, index: ProgramIndex, k: int) -> None:
     """Refuse a program whose outputs at batch K are not K per-request outputs stacked along dim 0.
