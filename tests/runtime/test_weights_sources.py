@@ -2,7 +2,8 @@
 
 For each source a state dict different from the seed's is saved, captured with the model, cut into
 four stages over three workers started in an empty directory, and run: the outputs must equal the
-user's model holding those weights, bit for bit, and differ from the seed's model.
+user's model holding those weights (bit for bit in PyTorch; to the last bit's rounding in
+onnxruntime, whose fusions a cut can separate), and differ from the seed's model.
 """
 
 from __future__ import annotations
@@ -102,10 +103,15 @@ def test_trained_weights_of_every_source_run_bit_identical(source: str, bare_wor
         report = run_plan(hopping_plan(graph), problem, client, bare_workers.endpoint,
                           RunOptions(requests=1, verify=True, shaping="none", timeout_s=120,
                                      plan_version=1 + list(SOURCES).index(source)), x, on_done=outputs.append)
-    assert report["ok"] == 1 and report["verified"] and report["bit_identical"], report
-    assert report["output_scale"] > 0
+    summary = {k: report.get(k) for k in ("max_abs_err", "output_scale", "verify_problems", "errors")}
+    assert report["ok"] == 1 and report["verified"] and report["output_scale"] > 0, summary
+    # onnxruntime fuses ops of the whole model that a cut separates (Conv with its Relu), so an ONNX
+    # model may differ from the unpartitioned one in the last bit; PyTorch runs the same kernels
+    exact = source != "onnx"
+    assert report["bit_identical"] if exact else report["max_abs_err"] <= 1e-6 * report["output_scale"], summary
     trained = reference_outputs(graph, x)
     seed = reference_outputs(with_weights(graph, None), x)
     for name, value in trained.items():
-        assert np.array_equal(outputs[0].outputs[name], value)
+        got = outputs[0].outputs[name]
+        assert np.array_equal(got, value) if exact else np.allclose(got, value, rtol=0, atol=1e-6 * np.abs(value).max())
     assert any(not np.allclose(trained[k], seed[k], atol=1e-4) for k in trained), "the weights changed nothing"

@@ -101,13 +101,13 @@ def test_the_fold_keeps_a_dvfs_clock_and_lowers_its_power() -> None:
     assert folded.busy_power_w == pytest.approx(0.75)
 
 
-def _assert_equals_oracle(name: str, problem: Problem) -> None:
+def _assert_equals_oracle(name: str, problem: Problem, rel: float = 1e-7) -> None:
     plan = SOLVERS[name](problem)
     b = evaluate(plan, problem)
     assert plan.reported_objective == pytest.approx(b.objective_value, rel=1e-9, abs=1e-15)
     oracle = evaluate(SOLVERS["brute-force"](problem), problem)
     scale = min(evaluate(all_on(problem.graph, d), problem).objective_value for d in problem.cluster.device_names)
-    assert b.objective_value == pytest.approx(oracle.objective_value, rel=1e-7, abs=max(1e-9 * scale, 1e-12))
+    assert b.objective_value == pytest.approx(oracle.objective_value, rel=rel, abs=max(1e-9 * scale, 1e-12))
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
@@ -131,9 +131,11 @@ def test_pareto_with_idle_power_returns_the_optimum(objective: str, data: st.Dat
     """`pareto` folds the waiting energy into each of its ILPs; without that, its candidates would
     be optimal for objectives without the wait and its pick could miss the optimum."""
     problem = data.draw(idle_problems(objective=objective, devices=2))
-    _assert_equals_oracle("pareto", problem)
+    # pareto's ILPs weigh normalised metrics, so HiGHS's stopping tolerances are relative to the
+    # normaliser, not to this objective: a random problem came back 1.0e-7 above the optimum
+    _assert_equals_oracle("pareto", problem, rel=1e-6)
     best = min(b.objective_value for _, b in pareto_front(problem))
-    assert best == pytest.approx(evaluate(SOLVERS["brute-force"](problem), problem).objective_value, rel=1e-7)
+    assert best == pytest.approx(evaluate(SOLVERS["brute-force"](problem), problem).objective_value, rel=1e-6)
 
 
 def test_each_of_paretos_ilps_counts_the_wait() -> None:

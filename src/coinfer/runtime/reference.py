@@ -22,7 +22,7 @@ def reference_outputs(graph: Graph, inputs: Mapping[str, np.ndarray], threads: i
     if graph.source is None:
         raise PlanError(f"graph {graph.name!r} has no model source, so there is no model to verify against")
     if graph.source.spec.startswith("onnx:"):
-        return onnx_reference(graph, inputs)
+        return onnx_reference(graph, inputs, threads)
     return torch_reference(graph, inputs, threads)
 
 
@@ -62,8 +62,9 @@ def torch_reference(graph: Graph, inputs: Mapping[str, np.ndarray], threads: int
     return {name: t.detach().numpy() for name, t in zip(wanted, flat, strict=True)}
 
 
-def onnx_reference(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The whole ONNX model's outputs on `inputs` in onnxruntime (with the user's initializers)."""
+def onnx_reference(graph: Graph, inputs: Mapping[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:
+    """The whole ONNX model's outputs on `inputs` in onnxruntime (with the user's initializers), its
+    thread pool capped at the workers' thread count, as theirs is (reductions split by thread)."""
     from coinfer.capture.api import load_onnx
     from coinfer.capture.deps import require
     from coinfer.capture.weights import source_state_dict
@@ -78,7 +79,10 @@ def onnx_reference(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, 
             t.CopyFrom(onnx.numpy_helper.from_array(state[t.name].detach().numpy(), t.name))
     placeholders = str(graph.source.options.get("placeholders", "")).split(",")
     feed = {p: inputs[gi.name] for p, gi in zip(placeholders, graph.inputs, strict=True)}
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in model.graph.output]
     return dict(zip(names, session.run(names, feed), strict=True))
 

@@ -44,30 +44,6 @@ def _meminfo_kib(field: str) -> int:
     return 0
 
 
-# glibc's mallopt parameter numbers (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-RETURN_ABOVE_BYTES = 256 << 10
-
-
-def return_freed_memory_promptly() -> bool:
-    """Make glibc hand every block above `RETURN_ABOVE_BYTES` back to the kernel when it is freed.
-
-    glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which
-    activations of a few MB come from its heaps and stay there, spread over one heap per thread:
-    a worker's memory then sits well above the tensors it holds. A fixed threshold keeps it at what
-    is live, for a page fault per page of each large tensor (measured: the VGG16 origin stage's peak
-    fell from 692 to 653 MB; time within noise). False where the C library is not glibc."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, RETURN_ABOVE_BYTES)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, RETURN_ABOVE_BYTES))
-    except (OSError, AttributeError):
-        return False
-
-
 def trim() -> None:
     """Return the free memory at the top of glibc's heaps to the kernel (after a deployment is built,
     its parsing has left megabytes of freed Python objects behind)."""

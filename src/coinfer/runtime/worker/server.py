@@ -27,7 +27,6 @@ from coinfer.runtime.blobs import CHUNK_BYTES
 from coinfer.runtime.links import source_of
 from coinfer.runtime.routing import CLIENT
 from coinfer.runtime.security import Gate, serve_securely, start_authenticator
-from coinfer.runtime.worker import memory
 from coinfer.runtime.worker.blob_cache import BlobCache
 from coinfer.runtime.worker.compute import Arrival, Compute
 from coinfer.runtime.worker.config import WorkerConfig
@@ -47,7 +46,6 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         import zmq
 
-        memory.return_freed_memory_promptly()
         self.config, self.zmq = config, zmq
         self.context: Any = zmq.Context()
         self.gate: Gate | None = None
