@@ -41,9 +41,8 @@ from coinfer.runtime.client import Client, run_requests
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.reference import example_inputs, reference_outputs
 from coinfer.runtime.run import RunOptions, deploy
-from coinfer.runtime.security import connect_securely
 from coinfer.runtime.worker.memory import resident_bytes
-from tests.runtime.conftest import TWO_STAGES, tiny_problem
+from tests.runtime.conftest import TWO_STAGES, raw_dealer, tiny_problem
 
 VERSION = 1
 FAMILIES = ("random", "mutated", "fields", "shapes", "bombs", "json", "blobs")
@@ -142,7 +141,7 @@ def main() -> int:
     hangs = health_ok = 0
     with LocalWorkers(("a", "b")) as workers, workers.client(timeout_s=5.0) as client:
         deploy(client, plan, problem, workers.endpoint, RunOptions(plan_version=VERSION))
-        sockets = {kind: _socket(workers, client, kind) for kind in ("control", "data")}
+        sockets = {kind: raw_dealer(workers, client, "a", kind) for kind in ("control", "data")}
         pid = workers.processes["a"].pid
         rss = [resident_bytes(pid)]
         draw = Frames(rng)
@@ -174,20 +173,6 @@ def main() -> int:
           f"growth over the second half {(rss[-1] - rss[len(rss) // 2]) / 1e6:+.1f} MB")
     print(f"afterwards: {served} of 20 real requests served, bit-identical to the model")
     return 0 if not crashed and hangs == 0 and served == 20 else 1
-
-
-def _socket(workers: LocalWorkers, client: Client, kind: str) -> Any:
-    import zmq
-
-    assert workers.security is not None
-    sock = client.context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    connect_securely(sock, workers.security.keys, workers.security.worker_keys["a"])
-    endpoint = workers.endpoint("a")
-    if kind == "data":
-        endpoint = f"{endpoint.rpartition(':')[0]}:{client.check('a', {'op': 'health'})['data_port']}"
-    sock.connect(endpoint)
-    return sock
 
 
 def _drain(control: Any, client: Client) -> None:

@@ -92,3 +92,22 @@ def tiny_problem(callable_name: str, placement: str) -> tuple[Plan, Problem]:
     graph = _GRAPHS[spec]
     problem = make_problem(graph, cluster_from_dict(THREE, "three.yaml"))
     return parse_plan(placement, graph, DEVICES), problem
+
+
+def raw_dealer(workers: LocalWorkers, client: Client, device: str, kind: str) -> Any:
+    """A DEALER to a worker's control or data socket holding the client's key pair, so that whatever
+    it sends reaches the worker's parsers (for the attack tests and benchmarks/fuzz_worker.py)."""
+    import zmq
+
+    from coinfer.runtime.deploy import data_endpoint
+    from coinfer.runtime.security import connect_securely
+
+    assert workers.security is not None
+    sock = client.context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    connect_securely(sock, workers.security.keys, workers.security.worker_keys[device])
+    endpoint = workers.endpoint(device)
+    if kind == "data":
+        endpoint = data_endpoint(endpoint, client.check(device, {"op": "health"})["data_port"])
+    sock.connect(endpoint)
+    return sock

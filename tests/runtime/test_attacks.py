@@ -27,8 +27,7 @@ from coinfer.runtime.client import Client, run_requests  # noqa: E402
 from coinfer.runtime.local import LocalWorkers  # noqa: E402
 from coinfer.runtime.reference import example_inputs, reference_outputs  # noqa: E402
 from coinfer.runtime.run import RunOptions, deploy  # noqa: E402
-from coinfer.runtime.security import connect_securely  # noqa: E402
-from tests.runtime.conftest import TWO_STAGES, tiny_problem  # noqa: E402
+from tests.runtime.conftest import TWO_STAGES, raw_dealer, tiny_problem  # noqa: E402
 
 VERSION = 81
 
@@ -40,19 +39,6 @@ def serving(workers: LocalWorkers) -> Iterator[tuple[Client, dict[str, Any]]]:
     with workers.client(timeout_s=5.0) as client:
         deploy(client, plan, problem, workers.endpoint, RunOptions(plan_version=VERSION))
         yield client, {"x": example_inputs(problem.graph), "graph": problem.graph}
-
-
-def _raw(workers: LocalWorkers, client: Client, device: str, kind: str, keys: Any = None) -> Any:
-    """A DEALER to a worker's control or data socket, with the client's key pair (or `keys`)."""
-    assert workers.security is not None
-    sock = client.context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    connect_securely(sock, keys or workers.security.keys, workers.security.worker_keys[device])
-    endpoint = workers.endpoint(device)
-    if kind == "data":
-        endpoint = f"{endpoint.rpartition(':')[0]}:{client.check(device, {'op': 'health'})['data_port']}"
-    sock.connect(endpoint)
-    return sock
 
 
 def _still_serves(client: Client, serving_state: dict[str, Any], request_id: int) -> None:
@@ -115,7 +101,7 @@ def test_a_program_calling_anything_but_an_aten_kernel_is_refused(
 def test_a_tensor_of_shape_0_by_2_to_the_62_is_refused(workers: LocalWorkers,
                                                        serving: tuple[Client, dict[str, Any]]) -> None:
     client, state = serving
-    sock = _raw(workers, client, "a", "data")
+    sock = raw_dealer(workers, client, "a", "data")
     header = wire.Header(wire.Kind.TENSOR, VERSION, 5, "input", "float32", (0, 2**62))
     sock.send_multipart(wire.pack(header, b"", b""))
     assert "dimension over" in _stray_error(client)
@@ -126,7 +112,7 @@ def test_a_tensor_of_shape_0_by_2_to_the_62_is_refused(workers: LocalWorkers,
 def test_a_control_message_of_100000_nested_brackets_is_refused(workers: LocalWorkers,
                                                                 serving: tuple[Client, dict[str, Any]]) -> None:
     client, state = serving
-    sock = _raw(workers, client, "a", "control")
+    sock = raw_dealer(workers, client, "a", "control")
     body = b'{"op": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     reply = _control_reply(sock, wire.pack(wire.Header(wire.Kind.CONTROL, 0, 0, "deploy"), b"", body))
     assert not reply["ok"] and "nests 100001 deep" in reply["error"]
@@ -141,7 +127,7 @@ CASES = ["bomb", "frames", "declared", "json-array", "blob-unknown", "blob-path"
 def test_malformed_and_hostile_messages_are_refused_and_serving_goes_on(
         workers: LocalWorkers, serving: tuple[Client, dict[str, Any]], case: str) -> None:
     client, state = serving
-    control, data = _raw(workers, client, "b", "control"), _raw(workers, client, "a", "data")
+    control, data = raw_dealer(workers, client, "b", "control"), raw_dealer(workers, client, "a", "data")
     if case == "bomb":  # an lz4 frame whose shape claims 4 GiB once decoded
         header = wire.Header(wire.Kind.TENSOR, VERSION, 6, "input", "float32", (1 << 30,), "none+lz4")
         data.send_multipart(wire.pack(header, b"", b"\x04\x22\x4d\x18" + b"\0" * 64))
@@ -171,7 +157,7 @@ def test_malformed_and_hostile_messages_are_refused_and_serving_goes_on(
         assert not reply["ok"] and "not a sha256" in reply["error"]
     elif case == "wrong-source":  # the client may send graph inputs only, never a value a peer computes
         frames = wire.tensor_frames(np.zeros((1, 8, 16, 16), np.float32), "add", 8, VERSION)
-        b_data = _raw(workers, client, "b", "data")
+        b_data = raw_dealer(workers, client, "b", "data")
         b_data.send_multipart(frames)
         assert "came from <client>, but the plan has a send it" in _stray_error(client)
         b_data.close()
@@ -246,8 +232,8 @@ _SOCKETS: dict[str, Any] = {}
 def _fuzz_sockets(workers: LocalWorkers, client: Client) -> dict[str, Any]:
     """One control and one data socket for every example (replies on control are left unread)."""
     if not _SOCKETS:
-        _SOCKETS["control"] = _raw(workers, client, "a", "control")
-        _SOCKETS["data"] = _raw(workers, client, "a", "data")
+        _SOCKETS["control"] = raw_dealer(workers, client, "a", "control")
+        _SOCKETS["data"] = raw_dealer(workers, client, "a", "data")
     return _SOCKETS
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from coinfer.cost.breakdown import Breakdown, Violation
 from coinfer.problem import Problem
+from coinfer.units import format_bytes
 
 
 def violations(b: Breakdown, problem: Problem, resources_busy_s: Mapping[str, float]) -> tuple[Violation, ...]:
@@ -22,7 +23,8 @@ def violations(b: Breakdown, problem: Problem, resources_busy_s: Mapping[str, fl
         if need > have:
             found.append(Violation(
                 "memory", device, need, have,
-                f"device {device} needs {_mb(need)} but has {_mb(have)} ({_mb(need - have)} short); "
+                f"device {device} needs {format_bytes(need)} but has {format_bytes(have)} "
+                f"({format_bytes(need - have)} short); "
                 f"move nodes with large parameters elsewhere or give it more memory_bytes",
             ))
     for t in b.transfers:
@@ -56,6 +58,3 @@ def violations(b: Breakdown, problem: Problem, resources_busy_s: Mapping[str, fl
                 ))
     return tuple(found)
 
-
-def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"

@@ -34,6 +34,7 @@ from coinfer.errors import UserInputError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.runtime.client import Client, Outcome
+from coinfer.runtime.deploy import with_run_weights
 from coinfer.runtime.run import ClientAddress, Endpoint, RunOptions, deploy, deploy_with_traces_from_now
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def serve_adaptive(problem: Problem, static: Plan, policy: Policy, client: Clien
     if options.micro_batch != 1:  # telemetry, energy and switches are per request, not per batch
         raise UserInputError("adaptive serving sends one request at a time; run it with micro_batch=1")
     probe_sizes = [size for _ in range(PROBE_REPEATS) for size in probe_sizes_bytes]
-    options = _with(options, telemetry=True)
+    static, problem = with_run_weights(static, problem, options)
+    options = _with(options, telemetry=True, weights=None)
     estimator = estimator or Estimator(problem)
     run = AdaptiveRun()
     version = options.plan_version

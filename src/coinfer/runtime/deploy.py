@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -87,8 +88,9 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
     `client_address` says how each worker reaches the client (default: the sink's own endpoint,
     right when everything runs on this machine's loopback). `everywhere` deploys to every worker
     of the cluster and tells each all the others' addresses (adaptive serving: any link may be
-    probed, and the next plan may use any device). `progress` hears of the weights as they go."""
-    plan, problem = with_run_weights(plan, problem, options)
+    probed, and the next plan may use any device). `progress` hears of the weights as they go.
+    The weights are those the problem's graph names (`with_run_weights` applies `options.weights`
+    once, before the first deploy of a run)."""
     devices = taking_part(plan, problem)
     if everywhere:
         devices = tuple(dict.fromkeys([*devices, *(d for d in problem.cluster.device_names if d in client.workers)]))
@@ -127,7 +129,7 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
 
 
 def _send_weights(client: Client, device: str, options: RunOptions, package: DevicePackage, shas: list[str],
-                  blob_bytes: Any, progress: Progress | None) -> None:
+                  blob_bytes: Callable[[str], bytes], progress: Progress | None) -> None:
     unknown = [sha for sha in shas if sha not in package.blobs]
     if unknown:
         raise PlanError(f"worker {device!r} asked for blobs its deployment does not name ({unknown[0][:12]})")
@@ -135,7 +137,7 @@ def _send_weights(client: Client, device: str, options: RunOptions, package: Dev
     if not shas:
         return
     log.info("%s: sending %.1f MB of weights in %d blob(s) (%.1f MB already in its cache)", device, total / 1e6,
-             len(shas), (package.blob_bytes - total) / 1e6)
+             len(shas), (package.total_blob_bytes - total) / 1e6)
     sent = 0
 
     def step(n: int) -> None:

@@ -41,7 +41,7 @@ class DevicePackage:
     labels: Mapping[str, str]  # sha256 -> what it is, for messages ("conv1.weight")
 
     @property
-    def blob_bytes(self) -> int:
+    def total_blob_bytes(self) -> int:
         return sum(b.size_bytes for b in self.blobs.values())
 
 

@@ -202,7 +202,10 @@ def _stages(pending: Pending, loaded: Mapping[str, Any], threads: int) -> Stages
     models: dict[str, bytes] = {}
     for key, stage_doc in stage_docs.items():
         stage_doc = _mapping(stage_doc, f"program.stages.{key}")
-        models[str(stage_doc.get("model"))] = loaded.get(str(stage_doc.get("model")), b"")
+        model = str(stage_doc.get("model"))
+        if not isinstance(loaded.get(model), bytes):
+            raise PlanError(f"stage {key}: its ONNX sub-model {model[:12]} is not among the deployment's blobs")
+        models[model] = loaded[model]
         for ref, w in _weight_docs(stage_doc.get("weights")).items():
             arrays[w["sha256"]] = _weight(ref, w, loaded)
     return OnnxStages(pending.index, stage_docs, models, arrays, stages, threads)

@@ -96,11 +96,13 @@ class Outgoing:
             client.send_json(kind, body, request_id, plan_version)
 
     def stats(self) -> dict[str, Any]:
+        """Per link (the client's under CLIENT): messages, bytes, dropped reports, median delivery time."""
         with self._lock:
+            links = {**self._links, **({CLIENT: self._client} if self._client is not None else {})}
             return {target: {"messages": link.stats.messages, "wire_bytes": link.stats.wire_bytes,
-                             "raw_bytes": link.stats.raw_bytes,
+                             "raw_bytes": link.stats.raw_bytes, "dropped_reports": link.stats.dropped_reports,
                              "delivery_s": statistics.median(link.stats.delivery_s) if link.stats.delivery_s else None}
-                    for target, link in self._links.items()}
+                    for target, link in links.items()}
 
     def stop(self) -> None:
         with self._lock:

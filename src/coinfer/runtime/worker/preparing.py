@@ -39,6 +39,7 @@ from coinfer.runtime.worker.config import WorkerConfig
 from coinfer.runtime.worker.deployment import DeploymentError, Pending, build_deployment, parse_deploy
 from coinfer.runtime.worker.outgoing import Outgoing
 from coinfer.runtime.worker.resident import Framework, ResidentWeights
+from coinfer.units import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,6 @@ class ActivateJob:
 
 
 Job = DeployJob | ChunkJob | ActivateJob
-
-
-def _mb(n: int) -> str:
-    """Bytes for a person: 512 B, 2.0 kB, 412.3 MB, 1.6 GB."""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 class Preparer:
@@ -176,17 +169,18 @@ class Preparer:
         if self.config.memory_bytes is not None:
             available = min(available, self.config.memory_bytes - self.resident.bytes_held())
         if need > available:
-            cap = f" (--memory-bytes {_mb(self.config.memory_bytes)})" if self.config.memory_bytes else ""
+            cap = f" (--memory-bytes {format_bytes(self.config.memory_bytes)})" if self.config.memory_bytes else ""
             raise DeploymentError(
-                f"{where} on {self.config.name} needs {_mb(need)} of memory ({_mb(new_bytes)} of weights it does not "
-                f"hold yet, {_mb(pending.working_set_bytes)} of activations) but {_mb(max(0, available))} are "
-                f"available{cap}; place fewer layers on {pending.doc.device} or give the worker more memory")
+                f"{where} on {self.config.name} needs {format_bytes(need)} of memory ({format_bytes(new_bytes)} of "
+                f"weights it does not hold yet, {format_bytes(pending.working_set_bytes)} of activations) but "
+                f"{format_bytes(max(0, available))} are available{cap}; place fewer layers on {pending.doc.device} "
+                "or give the worker more memory")
         disk = sum(b.size_bytes for b in pending.blobs.values() if not self.cache.has(b.sha256))
         free = self.cache.free_disk_bytes()
         if disk > free:
-            raise DeploymentError(f"{where} on {self.config.name} needs {_mb(disk)} in its blob cache "
-                                  f"{self.cache.directory} but only {_mb(free)} are free; free the disk or give "
-                                  "--cache-dir elsewhere")
+            raise DeploymentError(f"{where} on {self.config.name} needs {format_bytes(disk)} in its blob cache "
+                                  f"{self.cache.directory} but only {format_bytes(free)} are free; free the disk or "
+                                  "give --cache-dir elsewhere")
 
     def _chunk(self, header: wire.Header, payload: memoryview) -> dict[str, Any]:
         sha = check_sha256(header.name, "blob chunk")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -26,7 +27,7 @@ from coinfer.runtime import wire
 from coinfer.runtime.blobs import CHUNK_BYTES
 from coinfer.runtime.links import source_of
 from coinfer.runtime.routing import CLIENT
-from coinfer.runtime.security import Gate, serve_securely, start_authenticator
+from coinfer.runtime.security import Domain, Gate, sender_key, serve_securely, start_authenticator
 from coinfer.runtime.worker.blob_cache import BlobCache
 from coinfer.runtime.worker.compute import Arrival, Compute
 from coinfer.runtime.worker.config import WorkerConfig
@@ -79,7 +80,7 @@ class Worker:
         self.control = Control(config, self.compute, self.preparer, self.outgoing, self.stopping,
                                int(self.data_endpoint.rsplit(":", 1)[1]), lambda: list(self.errors))
 
-    def _socket(self, domain: str, max_frame_bytes: int) -> Any:
+    def _socket(self, domain: Domain, max_frame_bytes: int) -> Any:
         zmq = self.zmq
         sock = self.context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -88,7 +89,7 @@ class Worker:
         # a peer that reconnects (a restarted worker) takes over its identity instead of being refused
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.config.keys is not None:
-            serve_securely(sock, self.config.keys, domain)  # type: ignore[arg-type]
+            serve_securely(sock, self.config.keys, domain)
         return sock
 
     def _reply_later(self) -> Any:
@@ -147,7 +148,7 @@ class Worker:
         if not rest:
             return
         if self.gate is not None:
-            key = _key(rest[0])
+            key = sender_key(rest[0])
             if key is None or not self.gate.is_client(key):
                 log.warning("%s: dropped a control message from a key that is not (or no longer) authorised",
                             self.config.name)
@@ -191,7 +192,7 @@ class Worker:
                 raise WireError(self.compute.failure or f"the compute thread of {self.config.name} is not running")
             self.compute.put(Arrival(header, array, hop, source))
             return True
-        except (WireError, CoinferError) as exc:  # CodecError for an unknown codec name in a header
+        except CoinferError as exc:  # WireError, and CodecError for an unknown codec name in a header
             header = getattr(exc, "header", header)
             if header is None:
                 self.report(str(exc))
@@ -203,7 +204,7 @@ class Worker:
         """The sending device (CLIENT for a client) by its key; on a plain worker, by what it claims."""
         if self.gate is None:
             return source_of(identity.bytes)
-        key = _key(frame)
+        key = sender_key(frame)
         if key is not None and self.gate.is_client(key):
             return CLIENT
         device = self.gate.peer_device(plan_version, key) if key is not None else None
@@ -215,8 +216,6 @@ class Worker:
 
     def _hop(self, source: str | None, header: wire.Header) -> dict[str, Any] | None:
         """The hop that brought a message: its source device, wire bytes and transfer time."""
-        import time
-
         if source is None or source == CLIENT or not header.sent_unix_ns:
             return None  # from the client, or a sender that does not stamp
         size = header.payload_bytes + header.meta_bytes
@@ -228,12 +227,6 @@ class Worker:
         self.errors.append(error)
         body = {"worker": self.config.name, "error": error, "request_id": request_id, **fields}
         self.outgoing.to_client(wire.Kind.ERROR, body, request_id, plan_version)
-
-
-def _key(frame: Any) -> bytes | None:
-    from coinfer.runtime.security import sender_key
-
-    return sender_key(frame)
 
 
 def _next_port(endpoint: str) -> str:
