@@ -37,7 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coinfer.runtime import wire
-from coinfer.runtime.client import Client, run_requests
+from coinfer.runtime.client import Client
+from coinfer.runtime.delivery import run_requests
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.reference import example_inputs, reference_outputs
 from coinfer.runtime.run import RunOptions, deploy

@@ -27,7 +27,7 @@ from coinfer.capture import capture
 from coinfer.cost import memory_need_bytes
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.plan import parse_plan
-from coinfer.runtime.client import run_requests
+from coinfer.runtime.delivery import run_requests
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.reference import example_inputs
 from coinfer.runtime.run import RunOptions, deploy

@@ -194,3 +194,25 @@ def test_adapt_policy_options_reach_the_policies(files, capsys, tmp_path) -> Non
         assert main([*base, "--policy", "partial", *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_plan_with_min_reliability_gets_standbys_or_says_the_best_possible(files, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, _ = files
+    cluster = tmp_path / "three.yaml"
+    cluster.write_text(yaml.safe_dump({
+        "devices": {"phone": {"flops_per_s": 1e9, "origin": True, "memory_bytes": 1e6},  # holds no standby
+                    "edge": {"flops_per_s": 1e10, "failure_probability": 0.01},
+                    "edge2": {"flops_per_s": 1e10, "failure_probability": 0.02}},
+        "links": [{"between": [a, b], "bandwidth_bits_per_s": 8e6} for a, b in
+                  (("phone", "edge"), ("phone", "edge2"), ("edge", "edge2"))]}))
+    out = tmp_path / "plan.json"
+    code, doc = run_json(capsys, "plan", str(graph), "--cluster", str(cluster), "--solver", "server-only",
+                         "--min-reliability", "0.999", "-o", str(out))
+    assert code == 0 and doc["plan"] == "a..b@edge+edge2"
+    assert doc["predicted"]["reliability"] == pytest.approx(1 - 0.01 * 0.02)
+    assert json.loads(out.read_text())["standbys"] == {"a": ["edge2"], "b": ["edge2"]}
+    assert main(["cost", str(out)]) == 0
+    capsys.readouterr()
+    code = main(["plan", str(graph), "--cluster", str(cluster), "--solver", "server-only",
+                 "--min-reliability", "0.99999"])
+    assert code == 1 and "the best found is 0.9998" in capsys.readouterr().err

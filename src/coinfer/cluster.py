@@ -12,7 +12,7 @@ exchange tensors: `Cluster.link` returns None and the cost model charges an infi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -166,3 +166,18 @@ class Cluster:
     def link(self, source: str, target: str) -> Link | None:
         """The directed link from `source` to `target`, or None when they cannot talk."""
         return self._links.get((source, target))
+
+    def without(self, names: Iterable[str]) -> Cluster:
+        """This cluster less the devices `names` and every link of theirs (a device that is down).
+        The origin cannot be removed: requests enter there."""
+        gone = set(names)
+        if self.origin.name in gone:
+            raise ValueError(f"the origin {self.origin.name!r} cannot leave cluster {self.name!r}: "
+                             "requests enter there")
+        return Cluster(self.name, tuple(d for d in self.devices if d.name not in gone),
+                       tuple(lk for lk in self.links if lk.source not in gone and lk.target not in gone))
+
+    def without_links(self, pairs: Iterable[tuple[str, str]]) -> Cluster:
+        """This cluster less the directed links `pairs` (source, target): links that stopped carrying traffic."""
+        cut = set(pairs)
+        return Cluster(self.name, self.devices, tuple(lk for lk in self.links if (lk.source, lk.target) not in cut))

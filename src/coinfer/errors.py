@@ -99,6 +99,10 @@ class UnreachableError(WorkerError):
 
     exit_code = 3
 
+    def __init__(self, message: str, device: str | None = None) -> None:
+        super().__init__(message)
+        self.device = device  # the device whose worker did not answer, when one is to blame
+
 
 class LinkShapingError(CoinferError, RuntimeError):
     """Kernel link shaping (network namespaces, veth pairs, tc) failed; names the command and its stderr."""

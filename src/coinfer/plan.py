@@ -9,11 +9,17 @@ device) as `first..last@device`, joined by ` | `:
 name (`edge`: every node there), a single node (`fc@edge`), and module prefixes as range ends
 (`conv1..layer2@phone` runs from the first node of `conv1` to the last node under `layer2`). Ranges
 are half-open nowhere: both ends are included. Every node must be covered exactly once.
+
+Replicas (the survey's replicated partitions): `layer3..fc@edge+cloud+edge2` runs the stage on
+`edge` (its primary) and keeps it ready on `cloud`, then `edge2` (its standbys, in the order
+failover tries them). A standby holds the stage's weights from deployment on; the runtime moves
+the stage to it without a re-solve when its primary is lost (coinfer.runtime.recovery), and the
+cost model's reliability counts it (coinfer.cost.reliability).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from coinfer.codec_model import NO_CODEC, Codec
@@ -23,15 +29,22 @@ from coinfer.graph import Graph
 
 @dataclass(frozen=True)
 class Stage:
-    """A maximal run of nodes [first, last] (both included, topological order) on one device."""
+    """A maximal run of nodes [first, last] (both included, topological order) on one device, with
+    the same standby devices (none unless the plan has replicas)."""
 
     device: str
     node_ids: tuple[str, ...]
+    standbys: tuple[str, ...] = ()
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        """The primary, then the standbys in failover order."""
+        return (self.device, *self.standbys)
 
     def __str__(self) -> str:
         first, last = self.node_ids[0], self.node_ids[-1]
         span = first if first == last else f"{first}..{last}"
-        return f"{span}@{self.device}"
+        return f"{span}@{'+'.join(self.replicas)}"
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,8 @@ class Plan:
     `reported_objective` is the objective value the solver believed its plan has (None for a
     hand-written plan), which tests hold equal to `cost.evaluate`'s. `codecs` maps a directed
     (source, target) device pair to the codec of that link; a link not listed sends raw bytes.
-    Solvers leave it empty; `cost.evaluate` prices what it lists.
+    Solvers leave it empty; `cost.evaluate` prices what it lists. `standbys` maps a node id to the
+    devices that stand by for it (see the module docstring); a node not listed has none.
     """
 
     graph: Graph
@@ -50,6 +64,7 @@ class Plan:
     solver: str = "placement"
     reported_objective: float | None = None
     codecs: Mapping[tuple[str, str], Codec] = field(default_factory=dict)
+    standbys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [n.id for n in self.graph.nodes if n.id not in self.placement]
@@ -61,6 +76,14 @@ class Plan:
         extra = [k for k in self.placement if k not in self.graph.index]
         if extra:
             raise PlanError(f"the plan places unknown node(s) {extra[:3]}; graph {self.graph.name!r} has no such node")
+        for node_id, standby in self.standbys.items():
+            if node_id not in self.graph.index:
+                raise PlanError(f"the plan gives standbys to unknown node {node_id!r}")
+            if self.placement[node_id] in standby:
+                raise PlanError(f"node {node_id!r}: standby {self.placement[node_id]!r} is the device it runs on; a "
+                                "standby must be another device (a replica on its own primary survives nothing)")
+            if len(set(standby)) != len(standby):
+                raise PlanError(f"node {node_id!r} names a standby twice: {'+'.join(standby)}")
         loops = [f"{s}->{t}" for s, t in self.codecs if s == t]
         if loops:
             raise PlanError(f"codecs name link(s) {loops} from a device to itself; a codec belongs to a link "
@@ -74,16 +97,47 @@ class Plan:
     def stages(self) -> tuple[Stage, ...]:
         runs: list[Stage] = []
         for node in self.graph.nodes:
-            device = self.placement[node.id]
-            if runs and runs[-1].device == device:
-                runs[-1] = Stage(device, (*runs[-1].node_ids, node.id))
+            device, standby = self.placement[node.id], tuple(self.standbys.get(node.id, ()))
+            if runs and (runs[-1].device, runs[-1].standbys) == (device, standby):
+                runs[-1] = Stage(device, (*runs[-1].node_ids, node.id), standby)
             else:
-                runs.append(Stage(device, (node.id,)))
+                runs.append(Stage(device, (node.id,), standby))
         return tuple(runs)
 
     @property
     def devices_used(self) -> tuple[str, ...]:
+        """The devices that compute (the primaries), in the order of the nodes."""
         return tuple(dict.fromkeys(self.placement[n.id] for n in self.graph.nodes))
+
+    @property
+    def standby_devices(self) -> tuple[str, ...]:
+        """The devices that stand by for some node and compute nothing (a primary can be both)."""
+        used = set(self.devices_used)
+        return tuple(d for d in dict.fromkeys(d for n in self.graph.nodes for d in self.standbys.get(n.id, ()))
+                     if d not in used)
+
+    @property
+    def has_standbys(self) -> bool:
+        return any(self.standbys.get(n.id) for n in self.graph.nodes)
+
+    def with_standbys(self, standbys: Mapping[str, tuple[str, ...]]) -> Plan:
+        """This plan with `standbys` instead of its own (node id -> standby devices)."""
+        return Plan(self.graph, self.placement, self.solver, self.reported_objective, self.codecs,
+                    {n: tuple(s) for n, s in standbys.items() if s})
+
+    def failover(self, down: Iterable[str]) -> Plan | None:
+        """The plan the runtime moves to when `down` are lost, without a re-solve: each node on its first
+        replica that is up, keeping the later ones as its standbys; None when a node has no replica up."""
+        gone = set(down)
+        placement: dict[str, str] = {}
+        standbys: dict[str, tuple[str, ...]] = {}
+        for node in self.graph.nodes:
+            alive = [d for d in (self.placement[node.id], *self.standbys.get(node.id, ())) if d not in gone]
+            if not alive:
+                return None
+            placement[node.id], standbys[node.id] = alive[0], tuple(alive[1:])
+        return Plan(self.graph, placement, self.solver, None, self.codecs,
+                    {n: s for n, s in standbys.items() if s})
 
     def __str__(self) -> str:
         return " | ".join(str(s) for s in self.stages)
@@ -99,12 +153,16 @@ def parse_plan(text: str, graph: Graph, devices: tuple[str, ...]) -> Plan:
     if text in devices:
         return all_on(graph, text)
     placement: dict[str, str] = {}
+    standbys: dict[str, tuple[str, ...]] = {}
     for segment in (s.strip() for s in text.split("|")):
-        span, at, device = segment.rpartition("@")
+        span, at, where = segment.rpartition("@")
         if not at or not span:
             raise PlanError(f"plan segment {segment!r} should look like 'first..last@device' or 'node@device'")
-        if device not in devices:
-            raise PlanError(f"plan segment {segment!r} names unknown device {device!r}; devices: {', '.join(devices)}")
+        device, *standby = (d.strip() for d in where.split("+"))
+        for name in (device, *standby):
+            if name not in devices:
+                raise PlanError(f"plan segment {segment!r} names unknown device {name!r}; devices: "
+                                f"{', '.join(devices)}")
         first, _, last = span.partition("..")
         start = _resolve(first, graph, want_last=False)
         end = _resolve(last or first, graph, want_last=True)
@@ -114,7 +172,12 @@ def parse_plan(text: str, graph: Graph, devices: tuple[str, ...]) -> Plan:
             if node.id in placement:
                 raise PlanError(f"node {node.id!r} is placed twice (segment {segment!r} overlaps an earlier one)")
             placement[node.id] = device
-    return Plan(graph, placement)
+            if standby:
+                standbys[node.id] = tuple(standby)
+    try:
+        return Plan(graph, placement, standbys=standbys)
+    except PlanError as exc:
+        raise PlanError(f"plan {text!r}: {exc}") from None
 
 
 def _resolve(name: str, graph: Graph, *, want_last: bool) -> int:

@@ -93,7 +93,8 @@ def plot_adapt_timeline(timelines: dict[str, dict[str, Any]], path: str | Path, 
     bytes the plan in use sends between devices per request (the cut), and each request's latency
     with the deadline. `timelines` maps a policy to `sent_s`, `latency_s`, `cut_bytes` and
     `bandwidth_bits_per_s` (link -> one value per request), and optionally `trace_steps` (link ->
-    `time_s`, `bits_per_s` at each change of the trace), as `coinfer adapt` reports them."""
+    `time_s`, `bits_per_s` at each change of the trace) and `health` (the runtime's verdicts: a
+    device down or back, marked on every panel), as `coinfer adapt` reports them."""
     plt = _pyplot()
     fig, (bw_ax, cut_ax, lat_ax) = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
     drawn_links: set[str] = set()
@@ -109,6 +110,7 @@ def plot_adapt_timeline(timelines: dict[str, dict[str, Any]], path: str | Path, 
         lat_ax.plot(t["sent_s"], [(v or 0) * 1e3 for v in t["latency_s"]], ".", markersize=3, label=policy)
     if deadline_s is not None:
         lat_ax.axhline(deadline_s * 1e3, color="red", linestyle="--", linewidth=1, label="deadline")
+    _mark_health(timelines, (bw_ax, cut_ax, lat_ax))
     cut_ax.set_ylim(bottom=0)  # a switch to a cut of a few kB must look like one
     bw_ax.set_ylabel("bandwidth (Mbit/s)")
     cut_ax.set_ylabel("cut (MB / request)")
@@ -118,6 +120,22 @@ def plot_adapt_timeline(timelines: dict[str, dict[str, Any]], path: str | Path, 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
+
+
+def _mark_health(timelines: dict[str, dict[str, Any]], axes: Sequence[Any]) -> None:
+    """A vertical line on every panel where a device was declared down (red) and where one came
+    back (green), from the timelines' `health` entries; each device and state is labelled once."""
+    labelled: set[str] = set()
+    for t in timelines.values():
+        for h in t.get("health") or ():
+            if h["state"] == "degraded":
+                continue
+            lost = h["state"] == "down"
+            label = f"{h['device']} {'down' if lost else 'back'}"
+            for k, ax in enumerate(axes):
+                ax.axvline(h["at_s"], color="red" if lost else "green", linestyle="--" if lost else ":",
+                           linewidth=1, label=label if k == len(axes) - 1 and label not in labelled else None)
+            labelled.add(label)
 
 
 def _pyplot() -> Any:

@@ -11,8 +11,8 @@ Objectives are weighted sums of metrics, written `latency`, `energy`, `origin-en
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 from coinfer.cluster import Cluster
@@ -70,11 +70,18 @@ class Constraints:
 
     `request_rate_per_s` is the shared-capacity check: at that arrival rate every device (after
     its background load) and every link must be busy less than 100% of the time.
+    `min_reliability` is the least probability that a request finds what it needs up
+    (coinfer.cost.reliability); standbys are how a plan meets it (coinfer.solve.replicas).
     """
 
     deadline_s: float | None = None
     origin_energy_budget_j: float | None = None
     request_rate_per_s: float | None = None
+    min_reliability: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_reliability is not None and not 0.0 < self.min_reliability <= 1.0:
+            raise ObjectiveError(f"min_reliability must be a probability in (0, 1], got {self.min_reliability}")
 
 
 @dataclass(frozen=True)
@@ -103,3 +110,13 @@ class Problem:
     @property
     def origin(self) -> str:
         return self.cluster.origin.name
+
+    def without(self, devices: Iterable[str], links: Iterable[tuple[str, str]] = ()) -> Problem:
+        """The same problem on the cluster less `devices` (see `Cluster.without`) and less the
+        directed `links` (source, target): what is left when those are lost."""
+        gone, cut = set(devices), set(links)
+        if not gone and not cut:
+            return self
+        cluster = self.cluster.without(gone).without_links(cut)
+        times = {d: t for d, t in self.node_time_s.items() if d not in gone}
+        return replace(self, cluster=cluster, node_time_s=times)

@@ -79,7 +79,7 @@ def plan_report(plan: Plan, problem: Problem, b: Breakdown) -> str:
 def totals_line(b: Breakdown) -> str:
     return (f"predicted  latency {b.latency_s * 1e3:.2f} ms (compute {b.compute_s * 1e3:.2f} + transfer "
             f"{b.transfer_s * 1e3:.2f} + queueing {b.queueing_s * 1e3:.2f}) | energy {b.energy_j:.3g} J "
-            f"(origin {b.origin_energy_j:.3g} J) | cost ${b.cost_usd:.3g} | reliability {b.reliability:.4f} | "
+            f"(origin {b.origin_energy_j:.3g} J) | cost ${b.cost_usd:.3g} | reliability {b.reliability:.6g} | "
             f"throughput {b.throughput_rps:.3g}/s (bottleneck {b.bottleneck})")
 
 

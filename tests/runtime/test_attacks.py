@@ -23,7 +23,8 @@ zmq = pytest.importorskip("zmq")
 from coinfer.errors import WorkerError  # noqa: E402
 from coinfer.runtime import deploy as deploy_module  # noqa: E402
 from coinfer.runtime import wire  # noqa: E402
-from coinfer.runtime.client import Client, run_requests  # noqa: E402
+from coinfer.runtime.client import Client  # noqa: E402
+from coinfer.runtime.delivery import run_requests  # noqa: E402
 from coinfer.runtime.local import LocalWorkers  # noqa: E402
 from coinfer.runtime.reference import example_inputs, reference_outputs  # noqa: E402
 from coinfer.runtime.run import RunOptions, deploy  # noqa: E402

@@ -62,7 +62,11 @@ def test_the_gate_admits_clients_everywhere_and_peers_only_on_data_of_their_depl
     assert gate.peer_device(3, peer.public) == "edge" and gate.peer_device(4, peer.public) is None
     assert not gate.admit("data", stranger.public) and not gate.admit("control", stranger.public)
     gate.forget(3)
-    assert not gate.admit("data", peer.public)
+    # once undeployed its tensors are refused, but a peer a deployment named may still connect for
+    # keepalives and probes (plan version 0): a device the plan moved away from must be heard coming back
+    assert gate.peer_device(3, peer.public) is None
+    assert gate.admit("data", peer.public) and gate.any_peer_device(peer.public) == "edge"
+    assert not gate.admit("control", peer.public) and not gate.admit("data", stranger.public)
 
 
 def test_a_worker_refuses_a_public_address_without_keys(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from coinfer.errors import WorkerError
 from coinfer.runtime import wire
-from coinfer.runtime.client import Client, run_requests
+from coinfer.runtime.client import Client
+from coinfer.runtime.delivery import run_requests
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.reference import example_inputs, reference_outputs
 from coinfer.runtime.run import RunOptions, deploy, run_plan

@@ -32,6 +32,8 @@ class View:
     static: Plan  # the plan served first: the static baseline
     record: RequestRecord | None  # the request that just completed (None on the first call)
     served: int  # requests completed so far
+    down: frozenset[str] = frozenset()  # devices the runtime's watchdog declared down (a plan on them is refused)
+    degraded: frozenset[str] = frozenset()  # devices whose stages lately run far slower than they should
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,14 @@ from typing import Any
 
 from coinfer.cli.common import add_model_arguments, print_json
 from coinfer.cli.plan_cmd import add_problem_arguments, problem_from_args
-from coinfer.cli.run_cmd import _progress, _workers, add_key_arguments, read_inputs
+from coinfer.cli.run_cmd import (
+    _progress,
+    _workers,
+    add_key_arguments,
+    add_recovery_arguments,
+    check_recovery_arguments,
+    read_inputs,
+)
 from coinfer.errors import UserInputError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
@@ -46,6 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument("--verify", action="store_true", help="check every output against the unpartitioned model")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="timeline: bandwidth, cut in use, latency")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_recovery_arguments(p)
     add_key_arguments(p)
     p.set_defaults(run=run, shaping="inproc", local=True)
 
@@ -54,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from coinfer.adapt.policies import get_policy
     from coinfer.solve import get_solver
 
+    check_recovery_arguments(args)
     if args.requests < 1 or args.in_flight < 1:
         raise UserInputError("--requests and --in-flight must be at least 1")
     problem = problem_from_args(args)
@@ -80,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
             for s in r["switches"][:20]:
                 which = f" (request {s['request_id']})" if s["request_id"] is not None else ""
                 print(f"{name}: switch at {s['at_s']:.1f} s{which} to {s['plan']}: {s['reason']}")
+            for h in r.get("health", [])[:20]:
+                if h["action"] != "noted":
+                    print(f"{name}: {h['at_s']:.1f} s {h['device']} {h['state']} ({h['detail']}): {h['action']}")
         for name, r in reports.items():
             behind = r.get("emulation_behind") or {}
             if behind.get("stages"):
@@ -148,6 +160,7 @@ def _serve(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, 
     args.local = args.workers is None
     options = RunOptions(requests=args.requests, in_flight=args.in_flight, timeout_s=args.timeout_s,
                          connect_timeout_s=args.connect_timeout_s, traces=traces, shaping="inproc",
+                         recover=not args.no_recover, down_after_s=args.down_after_s,
                          emulate=(args.emulate or ("plan" if args.local else "off")) == "plan")
     devices = problem.cluster.device_names
     with _workers(args, tuple(devices), "inproc", problem) as site, \
@@ -175,7 +188,9 @@ def _timeline(run: Any, problem: Problem, traces: dict[tuple[str, str], Any]) ->
             "link_bytes": link_bytes(run.records, problem),
             "bandwidth_bits_per_s": {f"{s}->{t}": [trace.bits_per_s_at(x) for x in sent]
                                      for (s, t), trace in traces.items()},
-            "trace_steps": trace_steps(traces, max(sent, default=0.0))}
+            "trace_steps": trace_steps(traces, max(sent, default=0.0)),
+            "health": [{"at_s": h["at_s"], "device": h["device"], "state": h["state"], "action": h["action"]}
+                       for h in run.health if h["state"] != "degraded" or h["action"] != "noted"]}
 
 
 def trace_steps(traces: dict[tuple[str, str], Any], end_s: float) -> dict[str, dict[str, list[float]]]:

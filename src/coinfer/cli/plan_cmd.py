@@ -64,6 +64,8 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--energy-budget-j", type=float, metavar="J", help="energy budget of the origin per request")
     p.add_argument("--request-rate", type=float, metavar="PER_S", help="check that every device and link "
                    "keeps up with this many requests per second")
+    p.add_argument("--min-reliability", type=float, metavar="R", help="the least probability that a request "
+                   "finds its devices and links up, e.g. 0.999; a solver's plan gets the standbys that meet it")
     p.add_argument("--profile", action="append", default=[], metavar="DEVICE=profile.json",
                    help="use measured or saved times for a device (repeatable)")
     p.add_argument("--calibration", metavar="FILE|none", help="roofline calibration (default: this machine's, "
@@ -75,6 +77,7 @@ def problem_from_args(args: argparse.Namespace) -> Problem:
     return make_problem(
         graph_from_args(args), load_cluster(args.cluster), objective=args.objective, deadline_s=args.deadline_s,
         origin_energy_budget_j=args.energy_budget_j, request_rate_per_s=args.request_rate,
+        min_reliability=getattr(args, "min_reliability", None),
         profiles=profiles_from_args(args.profile), calibration=calibration_from_args(args),
     )
 

@@ -66,7 +66,23 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-s", type=float, default=60.0, help="give up on a request after this long")
     p.add_argument("--connect-timeout-s", type=float, default=10.0,
                    help="how long each worker may take to answer before it is reported down (default 10)")
+    add_recovery_arguments(p)
     add_key_arguments(p)
+
+
+def add_recovery_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-recover", action="store_true", help="do not watch the workers: a lost device fails its "
+                   "requests after --timeout-s instead of being re-planned around (docs/failures.md)")
+    from coinfer.runtime.watchdog import DEFAULT_DOWN_AFTER_S
+
+    p.add_argument("--down-after-s", type=float, default=DEFAULT_DOWN_AFTER_S, metavar="S", help="a worker that "
+                   "has not answered heartbeats for S seconds is declared down and routed around (default "
+                   f"{DEFAULT_DOWN_AFTER_S:g}: within 1 s of its failure on a LAN)")
+
+
+def check_recovery_arguments(args: argparse.Namespace) -> None:
+    if not args.down_after_s > 0:
+        raise UserInputError(f"--down-after-s must be positive, got {args.down_after_s}")
 
 
 def add_key_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             raise UserInputError(f"{flag} must be at least 1, got {value}")
     check_divisible(args.requests, args.micro_batch, "--requests ", "--micro-batch ")
+    check_recovery_arguments(args)
     inputs = read_inputs(args.input_file, problem.graph)
     report = execute(plan, problem, args, inputs)
     if args.json:
@@ -99,15 +116,17 @@ def run(args: argparse.Namespace) -> int:
 def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
     """Start (or reach) the workers, run, and return the report; shared with the demo."""
     from coinfer.runtime.client import Client, Outcome
-    from coinfer.runtime.run import RunOptions, run_plan, taking_part
+    from coinfer.runtime.deploy import workers_needed
+    from coinfer.runtime.run import RunOptions, run_plan
 
-    devices = taking_part(plan, problem)
+    devices = workers_needed(plan, problem)
     options = RunOptions(
         requests=args.requests, in_flight=args.in_flight, verify=args.verify, timeout_s=args.timeout_s,
         connect_timeout_s=args.connect_timeout_s,
         emulate=(args.emulate or ("plan" if getattr(args, "local", False) else "off")) == "plan",
         shaping=args.shaping, traces=read_traces(args.link_trace, args.trace_speedup, problem),
         micro_batch=args.micro_batch, weights=getattr(args, "weights", None),
+        recover=not args.no_recover, down_after_s=args.down_after_s,
     )
     saved: dict[str, np.ndarray] = {}
 
@@ -315,6 +334,13 @@ def run_report(r: dict[str, Any]) -> str:
         if not r.get("verified", True):
             verdict = "FAILED: " + "; ".join(r.get("verify_problems") or ["nothing compared"])
         lines.append(f"\nverify: outputs vs the unpartitioned model: {verdict} (output scale {r['output_scale']:.3g})")
+    recovery = r.get("recovery") or {}
+    for t in recovery.get("timeline", [])[:20]:
+        moved = f" -> version {t['to_version']}: {t['plan']} ({t['deploy_s']:.2f} s)" if t["to_version"] else ""
+        lines.append(f"health: {t['at_s']:.2f} s {t['device']} {t['state']} ({t['detail']}): {t['action']}{moved}")
+    if recovery.get("replayed") or recovery.get("stale_dropped"):
+        lines.append(f"recovery: {recovery['replayed']} request(s) replayed, {recovery['stale_dropped']} stale "
+                     f"answer(s) dropped; final plan {recovery['final_plan']}")
     for e in r["errors"][:5]:
         lines.append(f"error: {e.get('worker', '?')}: {e.get('error')}")
     return "\n".join(lines)

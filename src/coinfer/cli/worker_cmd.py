@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     limits = wire.Limits(max_payload_bytes=args.max_message_bytes)
     config = WorkerConfig(listen, args.name, folder, data, args.threads, limits, args.inbox, args.emulate,
                           args.cache_bytes, args.memory_bytes, keys, authorized)
+    _preload_executor()
     try:
         worker = Worker(config)
     except Exception as exc:  # zmq.ZMQError for a taken port or a bad address
@@ -91,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
           f"{'CURVE keys' if keys is not None else 'no keys'}, blob cache {folder}", file=sys.stderr, flush=True)
     worker.serve_forever()
     return 0
+
+
+def _preload_executor() -> None:
+    """Import PyTorch's stage runner before listening, not at the first deployment: importing torch
+    holds the interpreter for a second or two, and a worker that did so while serving would miss
+    heartbeats and be declared down (docs/failures.md). ONNX Runtime stays lazy (most workers run
+    PyTorch programs, and it costs memory)."""
+    try:
+        import coinfer.runtime.torch_stages  # noqa: F401
+    except ImportError:  # no torch here: this worker serves ONNX stages only
+        log.info("PyTorch is not installed; this worker can serve ONNX stages only")
 
 
 def _loopback(host: str) -> bool:

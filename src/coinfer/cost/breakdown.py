@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-ConstraintKind = Literal["memory", "deadline", "energy-budget", "capacity", "link"]
+ConstraintKind = Literal["memory", "deadline", "energy-budget", "capacity", "link", "reliability"]
 
 
 @dataclass(frozen=True)

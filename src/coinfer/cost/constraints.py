@@ -4,7 +4,8 @@
 - deadline: the latency exceeds `deadline_s`;
 - energy-budget: the origin's energy exceeds `origin_energy_budget_j` (its battery per request);
 - capacity: at `request_rate_per_s`, a device or link would be busy more than 100% of the time;
-- link: a value must cross between two devices that have no link (its time is infinite).
+- link: a value must cross between two devices that have no link (its time is infinite);
+- reliability: the probability that a request succeeds is below `min_reliability`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def violations(b: Breakdown, problem: Problem, resources_busy_s: Mapping[str, fl
             "energy-budget", problem.origin, b.origin_energy_j, c.origin_energy_budget_j,
             f"the origin {problem.origin} spends {b.origin_energy_j:.3g} J per request, over its budget "
             f"{c.origin_energy_budget_j:.3g} J by {b.origin_energy_j - c.origin_energy_budget_j:.3g} J",
+        ))
+    if c.min_reliability is not None and b.reliability < c.min_reliability:
+        found.append(Violation(
+            "reliability", "reliability", b.reliability, c.min_reliability,
+            f"reliability {b.reliability:.6g} is below the minimum {c.min_reliability:g}; give its stages standbys "
+            f"('first..last@primary+standby', or let the solver choose them) or use devices that fail less",
         ))
     if c.request_rate_per_s is not None:
         for resource, busy_s in resources_busy_s.items():

@@ -16,9 +16,11 @@ Model (REFERENCE section 1, the survey's unified model; choices where it is sile
   per-second device and link prices (link time on the wire), per-byte link prices (bytes on the
   wire), and electricity priced per kWh.
 - Reliability: every device that computes, and every directed link that carries data (the
-  result's return included), must not fail: the product of their (1 - p).
+  result's return included), must not fail: the product of their (1 - p); with standbys, a stage
+  fails only when all its replicas do (coinfer.cost.reliability, exact).
 - Memory of a device: parameters of its nodes plus the largest working set (inputs + output) of
-  one of its nodes.
+  one of its nodes; a standby holds the parameters of the nodes it stands by for, and needs their
+  working set when it takes over. Standbys compute nothing and add no latency, energy or money.
 - Throughput: the bottleneck is the busiest device (its busy time stretched by background load) or
   directed link per request.
 """
@@ -33,6 +35,7 @@ from coinfer.codec_model import NO_CODEC, codec_time_s, effective_codec, wire_by
 from coinfer.cost import terms
 from coinfer.cost.breakdown import Breakdown, StageCost, Transfer, Violation
 from coinfer.cost.constraints import violations
+from coinfer.cost.reliability import reliability as plan_reliability
 from coinfer.graph import Graph, TensorSpec
 from coinfer.plan import Plan
 from coinfer.problem import Problem
@@ -64,10 +67,7 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
     for d in cluster.devices:
         cost_usd += terms.device_cost_usd(d, busy_s.get(d.name, 0.0), energy[d.name])
 
-    reliability = math.prod(1.0 - cluster.device(d).failure_probability for d in busy_s)
-    for src, dst in link_busy_s:
-        link = cluster.link(src, dst)
-        reliability *= 1.0 - (link.failure_probability if link is not None else 1.0)
+    reliability = plan_reliability(plan, problem)
 
     resources = {f"device {d}": terms.effective_busy_s(cluster.device(d), s) for d, s in busy_s.items()}
     resources.update({f"link {s}->{t}": v for (s, t), v in link_busy_s.items()})
@@ -110,9 +110,9 @@ def memory_need_bytes(plan: Plan, problem: Problem) -> dict[str, int]:
     params: dict[str, int] = defaultdict(int)
     working: dict[str, int] = defaultdict(int)
     for node in graph.nodes:
-        device = plan.placement[node.id]
-        params[device] += node.param_bytes
-        working[device] = max(working[device], terms.working_set_bytes(graph, node))
+        for device in (plan.placement[node.id], *plan.standbys.get(node.id, ())):
+            params[device] += node.param_bytes
+            working[device] = max(working[device], terms.working_set_bytes(graph, node))
     return {d: params[d] + working[d] for d in params}
 
 

@@ -5,6 +5,8 @@ nothing else: it embeds the graph, the cluster, the node times per device (and w
 from), the objective and the constraints. `placement` is the part meant for hand-editing; `plan`
 repeats it in the one-line form and `predicted` is informative (recomputed on load). `codecs`
 (optional) maps directed links, written `"source->target"`, to codec text such as `"fp16+lz4"`.
+`standbys` (optional) maps a node id to its standby devices in failover order (replicas; the
+one-line form writes them `first..last@primary+standby`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from coinfer.cluster import Cluster
 from coinfer.codec_model import Codec, parse_codec
 from coinfer.cost.breakdown import Breakdown
-from coinfer.errors import CodecError, PlanError
+from coinfer.errors import CodecError, ObjectiveError, PlanError
 from coinfer.files.cluster_file import cluster_from_dict, cluster_to_dict
 from coinfer.files.graph_file import graph_from_dict, graph_to_dict
 from coinfer.files.validation import check_version, read_json, validate
@@ -34,6 +36,7 @@ class ConstraintsDoc(BaseModel):
     deadline_s: float | None = None
     origin_energy_budget_j: float | None = None
     request_rate_per_s: float | None = None
+    min_reliability: float | None = None
 
 
 class PlanDoc(BaseModel):
@@ -42,6 +45,7 @@ class PlanDoc(BaseModel):
     plan: str = ""
     solver: str = "placement"
     placement: dict[str, str]
+    standbys: dict[str, list[str]] = {}
     codecs: dict[str, str] = {}
     objective: str = "latency"
     constraints: ConstraintsDoc = ConstraintsDoc()
@@ -63,10 +67,11 @@ def plan_to_dict(plan: Plan, problem: Problem, breakdown: Breakdown | None = Non
         "plan": str(plan),
         "solver": plan.solver,
         "placement": {n.id: plan.placement[n.id] for n in problem.graph.nodes},
+        **({"standbys": {n: list(s) for n, s in plan.standbys.items() if s}} if plan.has_standbys else {}),
         **({"codecs": {f"{s}->{t}": str(c) for (s, t), c in plan.codecs.items()}} if plan.codecs else {}),
         "objective": str(problem.objective),
         "constraints": {"deadline_s": c.deadline_s, "origin_energy_budget_j": c.origin_energy_budget_j,
-                        "request_rate_per_s": c.request_rate_per_s},
+                        "request_rate_per_s": c.request_rate_per_s, "min_reliability": c.min_reliability},
     }
     if breakdown is not None:
         doc["predicted"] = predicted_block(breakdown)
@@ -87,13 +92,21 @@ def plan_from_dict(doc: Any, where: str | Path = "<plan>") -> tuple[Plan, Proble
     if unknown:
         raise PlanError(f"{where}: placement names unknown device(s) {unknown}; devices: "
                         f"{', '.join(cluster.device_names)}")
+    unknown = sorted({d for s in parsed.standbys.values() for d in s if d not in cluster.device_names})
+    if unknown:
+        raise PlanError(f"{where}: field 'standbys' names device(s) {unknown}, which are not in the cluster; "
+                        f"devices: {', '.join(cluster.device_names)}")
     codecs = link_codecs(parsed.codecs, cluster, f"{where}: field 'codecs'")
     c = parsed.constraints
-    problem = Problem(graph, cluster, parsed.node_time_s, parse_objective(parsed.objective) if parsed.objective
-                      else Objective(), Constraints(c.deadline_s, c.origin_energy_budget_j, c.request_rate_per_s),
-                      parsed.time_sources)
     try:
-        plan = Plan(graph, parsed.placement, parsed.solver, codecs=codecs)
+        limits = Constraints(c.deadline_s, c.origin_energy_budget_j, c.request_rate_per_s, c.min_reliability)
+    except ObjectiveError as exc:
+        raise PlanError(f"{where}: field 'constraints': {exc}") from None
+    problem = Problem(graph, cluster, parsed.node_time_s, parse_objective(parsed.objective) if parsed.objective
+                      else Objective(), limits, parsed.time_sources)
+    try:
+        plan = Plan(graph, parsed.placement, parsed.solver, codecs=codecs,
+                    standbys={n: tuple(s) for n, s in parsed.standbys.items() if s})
     except PlanError as exc:
         raise PlanError(f"{where}: {exc}") from None
     return plan, problem

@@ -30,8 +30,9 @@ import numpy as np
 from coinfer.errors import CoinferError, PlanError, UserInputError, WorkerError
 from coinfer.graph import Graph, GraphInput, ModelSource, Node, TensorSpec
 from coinfer.plan import Plan
-from coinfer.problem import Constraints, Problem
-from coinfer.runtime.client import Client, Outcome, run_requests
+from coinfer.problem import Problem
+from coinfer.runtime.client import Client, Outcome
+from coinfer.runtime.delivery import Rerouter, run_requests
 from coinfer.runtime.program import ProgramIndex
 
 FIRST_REQUEST_ID = 1  # run_plan's first request id; a request's slot in its batch counts from it
@@ -81,12 +82,14 @@ def slot(request_id: int, k: int, first_id: int = FIRST_REQUEST_ID) -> int:
 def run_batched_requests(client: Client, origin: str, plan_version: int, output_names: tuple[str, ...],
                          inputs_for: Callable[[int], Mapping[str, np.ndarray]], requests: int, micro_batch: int,
                          in_flight: int = 1, timeout_s: float = 60.0, first_id: int = FIRST_REQUEST_ID,
-                         on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                         on_done: Callable[[Outcome], None] | None = None,
+                         rerouter: Rerouter | None = None) -> list[Outcome]:
     """Serve `requests` requests (ids first_id, first_id + 1, ...) packed `micro_batch` to a batch.
 
     Request first_id + i is slot i % K of batch i // K; batches go on the wire with ids first_id,
     first_id + 1, ... and at most `in_flight` batches are outstanding. Every request's outcome, in
-    id order; `on_done` is called once per request."""
+    id order; `on_done` is called once per request. A batch is replayed whole when a device is lost
+    (`rerouter`, coinfer.runtime.delivery)."""
     check_divisible(requests, micro_batch)
     k = micro_batch
     split: dict[int, list[Outcome]] = {}
@@ -104,7 +107,7 @@ def run_batched_requests(client: Client, origin: str, plan_version: int, output_
                 on_done(outcome)
 
     batches = run_requests(client, origin, plan_version, output_names, batch_inputs, requests // k, in_flight,
-                           timeout_s, first_id, on_done=finished)
+                           timeout_s, first_id, on_done=finished, rerouter=rerouter)
     return [o for b in batches for o in split[b.request_id]]
 
 
@@ -118,7 +121,8 @@ def request_outcomes(batch: Outcome, k: int, first_request_id: int) -> list[Outc
             pieces = unpack(batch.outputs, k)
         except CoinferError as exc:
             errors, latency_s = [{"error": str(exc)}], None
-    return [Outcome(first_request_id + j, batch.sent_s, pieces[j], list(errors), latency_s) for j in range(k)]
+    return [Outcome(first_request_id + j, batch.sent_s, pieces[j], list(errors), latency_s, batch.plan_version,
+                    batch.attempts) for j in range(k)]
 
 
 # -- the plan at batch K: cost model and emulation ----------------------------------------------
@@ -131,8 +135,8 @@ def at_batch(plan: Plan, problem: Problem, k: int) -> tuple[Plan, Problem]:
     c = problem.constraints
     rate = None if c.request_rate_per_s is None else c.request_rate_per_s / k
     batched = Problem(graph, problem.cluster, batched_node_times(problem, graph, k), problem.objective,
-                      Constraints(c.deadline_s, c.origin_energy_budget_j, rate), problem.time_sources)
-    return Plan(graph, plan.placement, plan.solver, codecs=plan.codecs), batched
+                      replace(c, request_rate_per_s=rate), problem.time_sources)
+    return Plan(graph, plan.placement, plan.solver, codecs=plan.codecs, standbys=plan.standbys), batched
 
 
 def batched_graph(graph: Graph, k: int) -> Graph:

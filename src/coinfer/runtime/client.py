@@ -12,6 +12,7 @@ that worker's public key and its own key pair, and its sink admits only the work
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -45,13 +46,18 @@ class ClientSecurity:
 
 @dataclass
 class Outcome:
-    """One request: its outputs (or the errors workers reported) and its end-to-end latency."""
+    """One request: its outputs (or the errors workers reported) and its end-to-end latency.
+
+    A request replayed after a device was lost keeps its id and `sent_s` (its latency includes the
+    recovery) and moves to the new plan version, which is how its attempts are told apart."""
 
     request_id: int
     sent_s: float
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     latency_s: float | None = None
+    plan_version: int | None = None  # the attempt: messages of any other version are stale (None: any)
+    attempts: int = 1  # 1 + the times it was replayed on a new plan version after a device was lost
 
     @property
     def ok(self) -> bool:
@@ -92,6 +98,8 @@ class Client:
         self.telemetry: dict[tuple[int, int], list[dict[str, Any]]] = {}
         self.probes: list[dict[str, Any]] = []  # hops of two-point link probes, as receivers timed them
         self.late_outputs = 0  # outputs of requests already finished: a request computed twice shows here
+        self.stale_messages = 0  # outputs and errors of an earlier attempt of a replayed request, dropped
+        self.unreachable: set[str] = set()  # workers known to be down: cancels and undeploys skip them
 
     @property
     def public_key(self) -> str | None:
@@ -99,6 +107,23 @@ class Client:
 
     def worker_key(self, device: str) -> str | None:
         return None if self.security is None else self.security.worker_keys[device].decode()
+
+    def side_channel(self) -> Client:
+        """A client for one other thread (a deployment in the background): the same keys, sink and
+        data sockets, and control sockets of its own, opened in the thread that calls this. Close it
+        with `close_side_channel`."""
+        other = copy.copy(self)
+        other.control = {d: self._dealer(d, e) for d, e in self.workers.items()}
+        return other
+
+    def close_side_channel(self) -> None:
+        for sock in self.control.values():
+            sock.close(linger=0)
+
+    def control_connection(self, device: str) -> Any:
+        """A new DEALER to `device`'s control socket, with this client's keys, for another thread's
+        own use (coinfer.runtime.watchdog); the caller closes it."""
+        return self._dealer(device, self.workers[device])
 
     def _dealer(self, device: str, endpoint: str) -> Any:
         sock = self.context.socket(self.zmq.DEALER)
@@ -141,7 +166,8 @@ class Client:
             keys = (" and does it hold this client's public key (and this client its key)?"
                     if self.security is not None else "; if it was started with keys, give them here too")
             raise UnreachableError(f"worker {device!r} at {self.workers[device]} did not answer {what!r} within "
-                                   f"{wait_s:g} s; is it running (coinfer worker --listen ... --name {device}){keys}")
+                                   f"{wait_s:g} s; is it running (coinfer worker --listen ... --name {device}){keys}",
+                                   device)
         return wire.read_json(wire.unpack(sock.recv_multipart(copy=False)))
 
     def check(self, device: str, body: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
@@ -181,7 +207,7 @@ class Client:
 
     def cancel(self, plan_version: int, request_id: int) -> None:
         """Tell every worker to forget a failed request (its partial state would otherwise stay)."""
-        for device in self.workers:
+        for device in [d for d in self.workers if d not in self.unreachable]:
             try:
                 self.call(device, {"op": "cancel", "plan_version": plan_version, "request_id": request_id}, 2.0)
             except WorkerError as exc:
@@ -199,7 +225,9 @@ class Client:
             sock.send_multipart(frames, copy=array.nbytes < 65536)
 
     def collect(self, pending: dict[int, Outcome], output_names: tuple[str, ...], timeout_s: float) -> list[Outcome]:
-        """Wait up to `timeout_s` for messages on the sink; the requests they finish."""
+        """Wait up to `timeout_s` for messages on the sink; the requests they finish, each taken out of
+        `pending`, so that a request is answered once. A message of another plan version than its
+        request's attempt is dropped (`stale_messages`)."""
         done: list[Outcome] = []
         if not self.sink.poll(int(timeout_s * 1000)):
             return done
@@ -211,6 +239,9 @@ class Client:
                 outcome = pending.get(message.header.request_id)
                 if message.header.kind is wire.Kind.CONTROL:
                     self._telemetry(message)
+                    continue
+                if outcome is not None and outcome.plan_version not in (None, message.header.plan_version):
+                    self.stale_messages += 1  # an earlier attempt's answer (the device was presumed lost)
                     continue
                 if message.header.kind is wire.Kind.ERROR:
                     report = wire.read_json(message)
@@ -239,33 +270,3 @@ class Client:
         else:
             key = (message.header.plan_version, message.header.request_id)
             self.telemetry.setdefault(key, []).append(body)
-
-
-def run_requests(client: Client, origin: str, plan_version: int, output_names: tuple[str, ...],
-                 inputs_for: Callable[[int], Mapping[str, np.ndarray]], requests: int, in_flight: int = 1,
-                 timeout_s: float = 60.0, first_id: int = 1,
-                 on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Send `requests` requests with at most `in_flight` outstanding; every outcome, in id order."""
-    pending: dict[int, Outcome] = {}
-    finished: list[Outcome] = []
-    next_id, last_id = first_id, first_id + requests
-    while next_id < last_id or pending:
-        while next_id < last_id and len(pending) < in_flight:
-            pending[next_id] = Outcome(next_id, time.perf_counter())
-            client.submit(origin, plan_version, next_id, inputs_for(next_id))
-            next_id += 1
-        for outcome in client.collect(pending, output_names, 0.2):
-            if outcome.errors:
-                client.cancel(plan_version, outcome.request_id)
-            finished.append(outcome)
-            if on_done is not None:
-                on_done(outcome)
-        now = time.perf_counter()
-        for rid in [r for r, o in pending.items() if now - o.sent_s > timeout_s]:
-            outcome = pending.pop(rid)
-            outcome.errors.append({"error": f"no result within {timeout_s:g} s"})
-            client.cancel(plan_version, rid)
-            finished.append(outcome)
-            if on_done is not None:
-                on_done(outcome)
-    return sorted(finished, key=lambda o: o.request_id)

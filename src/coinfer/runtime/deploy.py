@@ -35,12 +35,18 @@ def taking_part(plan: Plan, problem: Problem) -> tuple[str, ...]:
     return tuple(dict.fromkeys([problem.origin, *plan.devices_used]))
 
 
+def workers_needed(plan: Plan, problem: Problem) -> tuple[str, ...]:
+    """The devices a run needs workers for: those taking part, and the plan's standbys."""
+    return tuple(dict.fromkeys([*taking_part(plan, problem), *plan.standby_devices]))
+
+
 def with_run_weights(plan: Plan, problem: Problem, options: RunOptions) -> tuple[Plan, Problem]:
     """The plan and problem whose graph names `options.weights` (unchanged when it is None)."""
     if options.weights is None:
         return plan, problem
     graph = with_weights(problem.graph, options.weights)
-    return Plan(graph, plan.placement, plan.solver, codecs=plan.codecs), replace(problem, graph=graph)
+    return (Plan(graph, plan.placement, plan.solver, codecs=plan.codecs, standbys=plan.standbys),
+            replace(problem, graph=graph))
 
 
 def data_endpoint(control_endpoint: str, data_port: int) -> str:
@@ -50,7 +56,7 @@ def data_endpoint(control_endpoint: str, data_port: int) -> str:
 
 def deploy_body(plan: Plan, problem: Problem, device: str, package: DevicePackage, peers: dict[str, str],
                 client: Client, client_address: str, options: RunOptions, epoch_unix_s: float,
-                devices: tuple[str, ...]) -> dict[str, Any]:
+                devices: tuple[str, ...], incarnations: dict[str, str] | None = None) -> dict[str, Any]:
     """The deploy message for the worker playing `device` (coinfer.runtime.worker.deployment.DeployDoc)."""
     cluster = problem.cluster
     links: dict[str, Any] = {}
@@ -73,6 +79,7 @@ def deploy_body(plan: Plan, problem: Problem, device: str, package: DevicePackag
         "blobs": {sha: {"bytes": b.size_bytes, "kind": b.kind} for sha, b in package.blobs.items()},
         "client": client_address, "emulate": options.emulate, "links": links, "telemetry": options.telemetry,
         "peers": {d: peers[d] for d in others}, "micro_batch": options.micro_batch,
+        "peer_incarnations": {d: (incarnations or {})[d] for d in others if d in (incarnations or {})},
     }
     if client.security is not None:
         body["client_key"] = client.public_key
@@ -93,7 +100,8 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
     once, before the first deploy of a run)."""
     devices = taking_part(plan, problem)
     if everywhere:
-        devices = tuple(dict.fromkeys([*devices, *(d for d in problem.cluster.device_names if d in client.workers)]))
+        devices = tuple(dict.fromkeys([*devices, *(d for d in problem.cluster.device_names
+                                                   if d in client.workers and d not in client.unreachable)]))
     missing = [d for d in devices if d not in client.workers]
     if missing:
         raise PlanError(f"the plan runs on {', '.join(devices)} but no worker was given for {', '.join(missing)}; "
@@ -114,8 +122,9 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
     wanted: dict[str, list[str]] = {}
     for device in devices:
         sink = client_address(device) if client_address is not None else client.sink_endpoint
+        incarnations = {d: str(h["incarnation"]) for d, h in health.items() if "incarnation" in h}
         body = deploy_body(plan, problem, device, packages[device], peers[device], client, sink, options, epoch,
-                           devices)
+                           devices, incarnations)
         wanted[device] = list(client.check(device, body, options.deploy_timeout_s)["missing"])
     for device in devices:
         _send_weights(client, device, options, packages[device], wanted[device], packager.blob_bytes, progress)

@@ -81,15 +81,7 @@ class LinkSender(threading.Thread):
         self.outbox.put(_STOP)
 
     def run(self) -> None:
-        import zmq
-
-        socket = self.context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 1000)
-        if self.security is not None:
-            connect_securely(socket, self.security.keys, self.security.server_key)
-        if self.sender:  # the receiver names the source of each hop by this identity (`source_of`)
-            socket.setsockopt(zmq.ROUTING_ID, f"{self.sender}#{uuid.uuid4().hex[:8]}".encode())
-        socket.connect(self.address)
+        socket = peer_socket(self.context, self.address, self.sender, self.security)
         try:
             while (item := self.outbox.get()) is not _STOP:
                 try:
@@ -129,6 +121,20 @@ class LinkSender(threading.Thread):
             self.stats.wire_bytes += size
             self.stats.raw_bytes += raw
             self.stats.delivery_s.append(time.monotonic() - enqueued_s)
+
+
+def peer_socket(context: Any, address: str, sender: str, security: LinkSecurity | None) -> Any:
+    """A DEALER connected to a peer's data socket, with this worker's key and identity."""
+    import zmq
+
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 1000)
+    if security is not None:
+        connect_securely(socket, security.keys, security.server_key)
+    if sender:  # the receiver names the source of each hop by this identity (`source_of`)
+        socket.setsockopt(zmq.ROUTING_ID, f"{sender}#{uuid.uuid4().hex[:8]}".encode())
+    socket.connect(address)
+    return socket
 
 
 def source_of(identity: bytes) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,18 +91,18 @@ class LocalWorkers:
             return f"tcp://127.0.0.1:{port}"
         return f"tcp://{self.topology.address(seen_from, device)}:{port}"
 
-    def _start(self, device: str) -> None:
+    def _start(self, device: str, port: int = 0) -> None:
         host = "127.0.0.1" if self.topology is None else "0.0.0.0"
         keys = Path(self._log_dir.name) / "keys"
         secure = ["--key", str(keys / f"{device}.key_secret"), "--authorized-keys", str(keys / "client.key")]
-        command = [sys.executable, "-m", "coinfer", "worker", "--listen", f"tcp://{host}:0", "--name", device,
+        command = [sys.executable, "-m", "coinfer", "worker", "--listen", f"tcp://{host}:{port}", "--name", device,
                    "--threads", str(self.threads), "--cache-dir", str(self.cache_dir / device),
                    *(secure if self.security is not None else ["--insecure"]), *self.extra_args]
         if self.topology is not None:
             command = [*self.topology.exec_prefix(device), *command]
         self.logs[device] = Path(self._log_dir.name) / f"{device}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
-        with open(self.logs[device], "w") as err:
+        with open(self.logs[device], "a") as err:
             self.processes[device] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
                                                       cwd=self.cwd)
         log.debug("started worker %s: %s", device, " ".join(command))
@@ -130,10 +131,36 @@ class LocalWorkers:
         lines = [ln for ln in text.splitlines() if ln.strip()][-5:]
         return "; its log ends: " + " | ".join(lines) if lines else ""
 
+    # -- failures, on purpose (the chaos benchmark and tests) ----------------------------------
+
+    def kill(self, device: str) -> None:
+        """SIGKILL the worker of `device`, as a crash or a pulled plug would end it."""
+        proc = self.processes[device]
+        proc.kill()
+        proc.wait(timeout=5)
+
+    def pause(self, device: str) -> None:
+        """SIGSTOP the worker: it holds its sockets open and answers nothing, like a hung device."""
+        self.processes[device].send_signal(signal.SIGSTOP)
+
+    def resume(self, device: str) -> None:
+        self.processes[device].send_signal(signal.SIGCONT)
+
+    def restart(self, device: str) -> None:
+        """Start `device`'s worker again on its old ports, key and blob cache (a device coming back)."""
+        old = self.processes.get(device)
+        if old is not None and old.poll() is None:
+            raise WorkerError(f"worker {device!r} is still running; kill it first")
+        if old is not None and old.stdout is not None:
+            old.stdout.close()
+        self._start(device, self.ports[device])
+        self._wait_ready(device)
+
     def stop(self) -> None:
         """Terminate every worker (SIGTERM, then SIGKILL after 3 s); safe to call twice."""
         for proc in self.processes.values():
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused worker cannot act on SIGTERM
                 proc.terminate()
         for device, proc in self.processes.items():
             try:

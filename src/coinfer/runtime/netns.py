@@ -382,6 +382,15 @@ class NetnsTopology:
             _run(_tbf_command(namespace, interface, bits_per_s))
         self._rates[(i, j)] = bits_per_s
 
+    def set_link_up(self, a: str, b: str, up: bool) -> None:
+        """Take the veth pair joining `a` and `b` down (both directions stop carrying traffic, as a cut
+        cable or a dead access point would) or bring it back up."""
+        i, j = self._ends(a, b)
+        self._live_index(a)
+        state = "up" if up else "down"
+        _run(["ip", "-n", self._namespaces[i], "link", "set", "dev", f"p{j}", state])
+        _run(["ip", "-n", self._namespaces[j], "link", "set", "dev", f"p{i}", state])
+
     def _ends(self, source: str, target: str) -> tuple[int, int]:
         for device in (source, target):
             if device not in self._index:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from coinfer.runtime.watchdog import DEFAULT_DOWN_AFTER_S
 from coinfer.shaping import BandwidthTrace
 
 Shaping = Literal["inproc", "kernel", "none"]
@@ -32,3 +33,5 @@ class RunOptions:
     trace_epoch_unix_s: float | None = None  # when the link traces start (None: at deploy); kept across switches
     micro_batch: int = 1  # requests packed into one batch along dimension 0; `requests` must be a multiple of it
     weights: str | Path | None = None  # a state dict to run with instead of the one the plan's graph names
+    recover: bool = True  # watch the workers; re-plan around a lost device and replay its requests
+    down_after_s: float = DEFAULT_DOWN_AFTER_S  # a worker silent this long is declared down (coinfer.runtime.watchdog)

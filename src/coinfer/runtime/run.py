@@ -13,10 +13,11 @@ is its batch's, throughput counts requests, and the prediction is the batched pl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -36,10 +37,13 @@ from coinfer.runtime.batching import (
     slot,
     unpack,
 )
-from coinfer.runtime.client import Client, Outcome, run_requests
+from coinfer.runtime.client import Client, Outcome
+from coinfer.runtime.delivery import run_requests
 from coinfer.runtime.deploy import deploy, deploy_with_traces_from_now, taking_part, with_run_weights
 from coinfer.runtime.options import ClientAddress, Endpoint, Progress, RunOptions, Shaping
+from coinfer.runtime.recovery import Recovery
 from coinfer.runtime.verify import Comparison
+from coinfer.runtime.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +70,17 @@ def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, o
     output_names = tuple(replies[problem.origin]["results"])
     version = options.plan_version
     batch = pack([inputs] * k)
-    if options.warmup:
-        warm = run_requests(client, problem.origin, version, output_names, lambda _: batch, options.warmup,
-                            1, options.timeout_s, first_id=1_000_000_000)
-        _raise_first_error(warm)
-    start = time.perf_counter()
-    outcomes = run_batched_requests(client, problem.origin, version, output_names, lambda _: inputs, options.requests,
-                                    k, options.in_flight, options.timeout_s, FIRST_REQUEST_ID, on_done=on_done)
-    elapsed_s = time.perf_counter() - start
+    with _watching(client, plan, problem, endpoint, options, client_address) as recovery:
+        if options.warmup:
+            warm = run_requests(client, problem.origin, recovery.version if recovery else version, output_names,
+                                lambda _: batch, options.warmup, 1, options.timeout_s, first_id=1_000_000_000,
+                                rerouter=recovery)
+            _raise_first_error(warm)
+        start = time.perf_counter()
+        outcomes = run_batched_requests(client, problem.origin, recovery.version if recovery else version,
+                                        output_names, lambda _: inputs, options.requests, k, options.in_flight,
+                                        options.timeout_s, FIRST_REQUEST_ID, on_done=on_done, rerouter=recovery)
+        elapsed_s = time.perf_counter() - start
     batched_plan, batched_problem = at_batch(plan, problem, k)
     breakdown = evaluate(batched_plan, batched_problem)
     report = _summary(outcomes, elapsed_s, breakdown.latency_s)
@@ -84,9 +91,36 @@ def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, o
                   predicted=_predicted(breakdown, k),
                   stages=_stages(batched_plan, batched_problem, client, replies, version),
                   errors=_distinct_errors(outcomes)[:10])
+    report["recovery"] = _recovery_block(recovery, outcomes, client, start)
     if options.verify:
         report.update(_verify(problem.graph, batch, outcomes, int(replies[problem.origin]["threads"]), k))
     return report
+
+
+@contextlib.contextmanager
+def _watching(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, options: RunOptions,
+              client_address: ClientAddress | None) -> Iterator[Recovery | None]:
+    """A watchdog on every worker and the Recovery that acts on it, while requests run (None when
+    `options.recover` is off: a lost device then fails its requests after the timeout)."""
+    if not options.recover:
+        yield None
+        return
+    watched = [d for d in problem.cluster.device_names if d in client.workers]
+    with Watchdog(client.control_connection, watched, down_after_s=options.down_after_s) as watchdog:
+        recovery = Recovery(client, plan, problem, endpoint, options, watchdog, client_address)
+        recovery.prepare_standbys()
+        yield recovery
+
+
+def _recovery_block(recovery: Recovery | None, outcomes: list[Outcome], client: Client,
+                    start_s: float) -> dict[str, Any]:
+    """What the run did about failures: the timeline, requests replayed, stale answers dropped."""
+    if recovery is None:
+        return {"enabled": False}
+    return {"enabled": True, "timeline": recovery.report(start_s), "final_plan": str(recovery.current),
+            "standby_versions": {d: v for d, (v, _) in recovery.prepared.items()},
+            "replayed": sum(1 for o in outcomes if o.attempts > 1), "stale_dropped": client.stale_messages,
+            "down": sorted(recovery.down)}
 
 
 def _predicted(breakdown: Breakdown, k: int) -> dict[str, Any]:
@@ -126,7 +160,7 @@ def _stages(plan: Plan, problem: Problem, client: Client, replies: Mapping[str, 
             version: int) -> list[dict[str, Any]]:
     breakdown = evaluate(plan, problem)
     measured: dict[int, dict[str, Any]] = {}
-    for device in replies:
+    for device in [d for d in replies if d not in client.unreachable]:
         stats = client.check(device, {"op": "stats", "plan_version": version})
         measured.update({s["index"]: s for s in stats["stages"]})
     rows = []

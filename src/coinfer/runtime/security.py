@@ -137,13 +137,17 @@ class Gate:
     def __init__(self, clients: AuthorizedKeys) -> None:
         self.clients = clients
         self._peers: dict[int, dict[bytes, str]] = {}  # plan version -> peer key -> device
+        # every peer key a deployment ever named: its keepalives and probes stay welcome after the
+        # version is undeployed (a device the plan moved away from must still be heard coming back)
+        self._known: dict[bytes, str] = {}
         self._lock = threading.Lock()
 
     def admit(self, domain: Domain, key: bytes) -> bool:
         """Whether a connection presenting `key` (z85) may open on the `domain` socket."""
         if self.is_client(key):
             return True
-        return domain == "data" and any(key in peers for peers in self._snapshot().values())
+        with self._lock:
+            return domain == "data" and key in self._known
 
     def is_client(self, key: bytes) -> bool:
         try:
@@ -157,12 +161,15 @@ class Gate:
         return self._snapshot().get(plan_version, {}).get(key)
 
     def any_peer_device(self, key: bytes) -> str | None:
-        """The device some deployment knows `key` as (for link probes, which belong to no plan version)."""
-        return next((peers[key] for peers in self._snapshot().values() if key in peers), None)
+        """The device a deployment named `key` as (for link probes and keepalives, which belong to
+        no plan version); deployments since undeployed count."""
+        with self._lock:
+            return self._known.get(key)
 
     def allow_peers(self, plan_version: int, peers: Mapping[str, bytes]) -> None:
         with self._lock:
             self._peers[plan_version] = {key: device for device, key in peers.items()}
+            self._known.update(self._peers[plan_version])
 
     def forget(self, plan_version: int) -> None:
         with self._lock:

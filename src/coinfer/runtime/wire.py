@@ -58,6 +58,8 @@ ENCRYPTED_CHUNK_BYTES = 1 << 20  # the chunk that let CURVE pipeline best (docs/
 DTYPES = ("none", "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
+NOT_DEPLOYED = "not-deployed"  # an error report's kind: the worker lacks the plan version (it restarted)
+
 class Kind(enum.IntEnum):
     TENSOR = 1
     CONTROL = 2

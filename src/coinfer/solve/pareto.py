@@ -11,8 +11,9 @@ problem's constraints:
   caps between the latency optimum and the energy optimum's latency. Weighted sums only reach the
   convex hull of the front; the scan also finds points in its dents.
 `pareto_front` keeps the non-dominated ones (duplicates of a metric vector once). The registered
-solver `pareto(problem)` returns the front's member with the best objective value of the problem
-(which is the ilp optimum whenever that optimum is not dominated on the four axes).
+solver `pareto(problem)` returns the candidate with the best objective value of the problem: a
+member of the front, or, when the objective weighs origin energy (not an axis), possibly a plan
+the front drops for being no better on the four axes.
 
 Complexity: 4 + 1 + 6 x len(PAIR_WEIGHTS) + 1 + EPSILON_STEPS MILPs (26 by default) and D plans
 costed; each MILP gets `TIME_LIMIT_S` (a plan found by then is used, its gap logged).
@@ -39,13 +40,19 @@ TIME_LIMIT_S = 10.0
 
 
 def pareto(problem: Problem) -> Plan:
-    """The member of `pareto_front(problem)` best on the problem's objective."""
-    plan, b = min(pareto_front(problem), key=lambda pb: pb[1].objective_value)
+    """The candidate best on the problem's objective: a member of the front, unless the objective
+    weighs a metric outside `AXES` (origin energy), by which a plan the front drops can be best."""
+    plan, b = min(_candidates(problem), key=lambda pb: pb[1].objective_value)
     return Plan(problem.graph, plan.placement, "pareto", b.objective_value)
 
 
 def pareto_front(problem: Problem) -> list[tuple[Plan, Breakdown]]:
     """Feasible non-dominated plans over `AXES`, sorted by latency; raises InfeasibleError."""
+    return sorted(non_dominated(_candidates(problem)), key=lambda pb: tuple(pb[1].metric(m) for m in AXES))
+
+
+def _candidates(problem: Problem) -> list[tuple[Plan, Breakdown]]:
+    """Every feasible plan the scans found, costed; raises InfeasibleError when there is none."""
     singles = [all_on(problem.graph, d, "pareto") for d in problem.cluster.device_names]
     scale = {m: _range(m, [evaluate(p, problem) for p in singles]) for m in AXES}
     candidates = list(singles)
@@ -66,7 +73,7 @@ def pareto_front(problem: Problem) -> list[tuple[Plan, Breakdown]]:
     if not feasible:
         raise InfeasibleError(f"no candidate plan meets the constraints ({_active(problem.constraints)}); "
                               f"relax them (solve with ilp for the details)")
-    return sorted(non_dominated(feasible), key=lambda pb: tuple(pb[1].metric(m) for m in AXES))
+    return feasible
 
 
 def non_dominated(costed: list[tuple[Plan, Breakdown]]) -> list[tuple[Plan, Breakdown]]:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 REQUEST_TTL_S = 600.0  # far above any request's timeout (60 s by default)
 EXPIRY_EVERY_S = 10.0
 KEPT_RUNS = 10_000  # stage times kept per stage for the statistics
+RECENT_RUNS = 20  # the runs a heartbeat's "recent" stage time is the median of
 Report = Callable[..., None]  # (error, request_id=0, plan_version=0, **fields)
 
 
@@ -200,7 +201,7 @@ class Compute:
         if engine is None:
             self.report(f"{header.describe()}: plan version {header.plan_version} is not deployed on "
                         f"{self.name} (deployed: {sorted(self.engines) or 'none'})",
-                        header.request_id, header.plan_version)
+                        header.request_id, header.plan_version, kind=wire.NOT_DEPLOYED)
             return
         key = (header.plan_version, header.request_id)
         watch = self.deployments[header.plan_version].telemetry
@@ -247,6 +248,13 @@ class Compute:
         return out
 
     # -- statistics -------------------------------------------------------------------------
+
+    def recent_stage_s(self) -> list[list[float]]:
+        """[plan version, stage index, median held time of its last RECENT_RUNS runs, runs] per stage
+        that ran: what a heartbeat carries, so that the client can see a stage slow down."""
+        with self._lock:
+            return [[version, index, statistics.median(list(t.held_s)[-RECENT_RUNS:]), t.runs]
+                    for (version, index), t in sorted(self.stage_times.items()) if t.held_s]
 
     def stage_stats(self, plan_version: int) -> list[dict[str, Any]]:
         with self._lock:

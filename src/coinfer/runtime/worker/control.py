@@ -1,6 +1,9 @@
 """The control protocol: one handler per op, in a table. Every op comes from an authorised client.
 
     health     who the worker is, what it holds, whether its compute thread is alive
+    heartbeat  the cheap liveness answer a client's watchdog asks for several times a second, with
+               each stage's recent time and how long ago each peer was last heard on the data socket
+               (its links' keepalives; coinfer.runtime.watchdog)
     stats      per stage times, per link traffic, recent errors, of one plan version
     deploy     step 1 of a deployment (coinfer.runtime.worker.preparing); answered by the preparer
     activate   step 3 of a deployment; answered by the preparer
@@ -16,8 +19,9 @@ weight blobs are BLOB messages on the same socket (coinfer.runtime.wire), not an
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +45,8 @@ class Control:
     stopping: threading.Event
     data_port: int
     errors: Callable[[], list[str]]
+    heard_s: Callable[[], dict[str, float]]  # seconds since each peer device's last data message
+    incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)  # this process's id: a restart shows
 
     def handle(self, identity: Any, body: dict[str, Any]) -> dict[str, Any] | None:
         op = body.get("op")
@@ -53,15 +59,24 @@ class Control:
             return {"ok": False, "error": f"op {op}: {type(exc).__name__}: {exc}"}
 
     def table(self) -> dict[str, Callable[[Any, dict[str, Any]], dict[str, Any] | None]]:
-        return {"health": self.health, "stats": self.stats, "deploy": self.deploy, "activate": self.activate,
-                "undeploy": self.undeploy, "cancel": self.cancel, "probe": self.probe, "shutdown": self.shutdown}
+        return {"health": self.health, "heartbeat": self.heartbeat, "stats": self.stats, "deploy": self.deploy,
+                "activate": self.activate, "undeploy": self.undeploy, "cancel": self.cancel, "probe": self.probe,
+                "shutdown": self.shutdown}
 
     def health(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "name": self.config.name, "versions": self.compute.versions(),
+        return {"ok": True, "name": self.config.name, "incarnation": self.incarnation,
+                "versions": self.compute.versions(),
                 "pending": sorted(self.preparer.pending), "emulate": self.config.emulate,
                 "threads": self.config.threads, "data_port": self.data_port, "secure": self.config.secure,
                 "compute": "alive" if self.compute.alive else (self.compute.failure or "stopped"),
                 "queued": self.compute.inbox.qsize()}
+
+    def heartbeat(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
+        beat = _int(body.get("beat", 0), "beat")
+        return {"ok": True, "name": self.config.name, "beat": beat, "incarnation": self.incarnation,
+                "queued": self.compute.inbox.qsize(),
+                "compute": "alive" if self.compute.alive else (self.compute.failure or "stopped"),
+                "stages": self.compute.recent_stage_s(), "heard_s": self.heard_s()}
 
     def stats(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
         version = _int(body.get("plan_version", 0), "plan_version")

@@ -76,6 +76,8 @@ class DeployDoc(_Strict):
     blobs: dict[str, BlobDoc] = Field(max_length=1_000_000)
     peers: dict[str, str]  # device -> the data endpoint of its worker
     peer_keys: dict[str, str] = {}  # device -> public key (z85), on secure workers
+    # device -> the id its worker process drew at start: a peer that restarted gets a new link
+    peer_incarnations: dict[str, str] = Field({}, max_length=10_000)
     client: str = Field(max_length=300)
     client_key: str | None = Field(None, pattern=Z85_KEY)
     links: dict[str, LinkDoc] = {}
@@ -107,6 +109,7 @@ class Deployment:
     blobs: frozenset[str]  # the sha256 of every blob it holds (the cache keeps them)
     peers: Mapping[str, str]
     peer_keys: Mapping[str, bytes]
+    peer_incarnations: Mapping[str, str]
     client_address: str
     client_key: bytes | None
     shapers: Mapping[str, LinkShaper]
@@ -180,7 +183,8 @@ def build_deployment(pending: Pending, loaded: Mapping[str, Any], config: Worker
     return Deployment(
         plan_version=doc.plan_version, device=doc.device, route=mine, stages=stages,
         blobs=frozenset(pending.blobs), peers=dict(doc.peers),
-        peer_keys={d: k.encode() for d, k in doc.peer_keys.items()}, client_address=doc.client,
+        peer_keys={d: k.encode() for d, k in doc.peer_keys.items()},
+        peer_incarnations={d: i[:64] for d, i in doc.peer_incarnations.items()}, client_address=doc.client,
         client_key=doc.client_key.encode() if doc.client_key else None,
         shapers={t: _shaper(link) for t, link in doc.links.items()}, link_docs=doc.links,
         codecs={t: str(c) for (s, t), c in codecs.items() if s == doc.device},

@@ -3,7 +3,7 @@
 Deployments say where each peer listens (its data socket), with which public key, and how the
 link to it is emulated. A link keeps running across deployments while its address, key and
 emulation are unchanged, so a new plan version (a live switch) neither resets a link's queue nor
-restarts its bandwidth trace; a peer that moved or changed its key gets a new link.
+restarts its bandwidth trace; a peer that moved, changed its key or restarted gets a new link.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from coinfer.runtime.links import LinkSecurity, LinkSender
 from coinfer.runtime.routing import CLIENT
 from coinfer.runtime.security import KeyPair
 from coinfer.runtime.worker.deployment import Deployment, LinkDoc
+from coinfer.runtime.worker.keepalive import Keepalives
 from coinfer.shaping import LinkShaper
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,14 @@ class Outgoing:
         self.context, self.name, self.keys = context, name, keys
         self._links: dict[str, LinkSender] = {}
         self._client: LinkSender | None = None
-        self._peers: dict[str, tuple[str, bytes | None]] = {}  # device -> (address, key), latest deployment
+        # device -> (address, key, incarnation) of its worker, as the latest deployment names it
+        self._peers: dict[str, tuple[str, bytes | None, str]] = {}
         self._shapers: dict[str, LinkShaper] = {}
         self._link_docs: dict[str, LinkDoc] = {}
+        self._incarnations: dict[str, str] = {}  # device -> the incarnation its open link was made for
         self._lock = threading.Lock()
+        self.keepalives = Keepalives(context, name)
+        self.keepalives.start()
 
     def connect(self, d: Deployment) -> None:
         """Open (or re-aim) the links this deployment sends over, and the one to its client."""
@@ -44,7 +49,8 @@ class Outgoing:
                     self._client.stop()
                 self._client = self._start(d.client_address, client_key, None, "client")
             for device, address in d.peers.items():
-                self._peers[device] = (address, d.peer_keys.get(device))
+                peer = self._peers[device] = (address, d.peer_keys.get(device), d.peer_incarnations.get(device, ""))
+                self.keepalives.aim(device, address, self._security(peer[1]), peer[2])
             for target, doc in d.link_docs.items():
                 if self._link_docs.get(target) != doc:
                     self._link_docs[target] = doc
@@ -63,19 +69,26 @@ class Outgoing:
         peer = self._peers.get(target)
         if peer is None:
             return None
-        address, key = peer
         link = self._links.get(target)
-        if link is None or (link.address, _key(link)) != (address, key):
+        if link is None or (link.address, _key(link), self._incarnations.get(target, "")) != peer:
+            # a peer that moved, changed its key or restarted: a restarted worker refuses the old
+            # connection's reconnect until it is deployed to, and ZeroMQ never retries a refused
+            # CURVE handshake, so the link is opened afresh, after this deployment named the peer
             if link is not None:
                 link.stop()
+            address, key, incarnation = peer
             link = self._links[target] = self._start(address, key, self._shapers.get(target), target)
+            self._incarnations[target] = incarnation
         return link
 
     def _start(self, address: str, server_key: bytes | None, shaper: LinkShaper | None, name: str) -> LinkSender:
-        security = LinkSecurity(self.keys, server_key) if self.keys is not None and server_key else None
-        link = LinkSender(self.context, address, shaper, "none", name, sender=self.name, security=security)
+        link = LinkSender(self.context, address, shaper, "none", name, sender=self.name,
+                          security=self._security(server_key))
         link.start()
         return link
+
+    def _security(self, server_key: bytes | None) -> LinkSecurity | None:
+        return LinkSecurity(self.keys, server_key) if self.keys is not None and server_key else None
 
     def send_tensor(self, target: str, version: int, request_id: int, name: str, array: np.ndarray,
                     codec: str = "none") -> None:
@@ -107,10 +120,12 @@ class Outgoing:
     def stop(self) -> None:
         with self._lock:
             links = [*self._links.values(), *([self._client] if self._client else [])]
+        self.keepalives.stop()
         for link in links:
             link.stop()
         for link in links:
             link.join(timeout=2)
+        self.keepalives.join(timeout=2)
 
 
 def _key(link: LinkSender) -> bytes | None:

@@ -32,6 +32,7 @@ from coinfer.runtime.worker.blob_cache import BlobCache
 from coinfer.runtime.worker.compute import Arrival, Compute
 from coinfer.runtime.worker.config import WorkerConfig
 from coinfer.runtime.worker.control import LATER, PROBE, Control
+from coinfer.runtime.worker.keepalive import KEEPALIVE
 from coinfer.runtime.worker.outgoing import Outgoing
 from coinfer.runtime.worker.preparing import ChunkJob, Preparer
 from coinfer.runtime.worker.resident import ResidentWeights
@@ -39,6 +40,7 @@ from coinfer.runtime.worker.resident import ResidentWeights
 log = logging.getLogger(__name__)
 
 KEPT_ERRORS = 100
+MAX_HEARD = 1024  # peers whose last message a heartbeat reports
 FRAME_SLACK_BYTES = 1 << 16  # a header and a meta frame beside the largest payload
 HARD_FRAME_FLOOR_BYTES = 16 << 20
 
@@ -69,6 +71,7 @@ class Worker:
         self.replies.bind(f"inproc://coinfer-replies-{id(self)}")
         self.stopping = threading.Event()
         self.errors: deque[str] = deque(maxlen=KEPT_ERRORS)
+        self.heard: dict[str, float] = {}  # peer device -> time.monotonic() of its last data message
         self.tensor_slots = threading.Semaphore(config.inbox_size)
         self.outgoing = Outgoing(self.context, config.name, config.keys)
         self.resident = ResidentWeights()
@@ -78,7 +81,7 @@ class Worker:
         self.preparer = Preparer(config, BlobCache(config.cache_dir, config.cache_bytes), self.resident,
                                  self.compute, self.outgoing, self.gate, self._reply_later())
         self.control = Control(config, self.compute, self.preparer, self.outgoing, self.stopping,
-                               int(self.data_endpoint.rsplit(":", 1)[1]), lambda: list(self.errors))
+                               int(self.data_endpoint.rsplit(":", 1)[1]), lambda: list(self.errors), self._heard_s)
 
     def _socket(self, domain: Domain, max_frame_bytes: int) -> Any:
         zmq = self.zmq
@@ -182,6 +185,10 @@ class Worker:
             if header.kind is not wire.Kind.TENSOR:
                 raise WireError(f"{header.describe()}: the data socket carries tensors only")
             source = self._source(identity, rest[0], header.plan_version)
+            if source is not None and source != CLIENT and (source in self.heard or len(self.heard) < MAX_HEARD):
+                self.heard[source] = time.monotonic()  # bounded: a plain worker's peers name themselves
+            if header.plan_version == 0 and header.name == KEEPALIVE:
+                return False
             hop = self._hop(source, header)
             if header.plan_version == 0 and header.name == PROBE:
                 if hop is not None:
@@ -194,11 +201,17 @@ class Worker:
             return True
         except CoinferError as exc:  # WireError, and CodecError for an unknown codec name in a header
             header = getattr(exc, "header", header)
+            kind = {"kind": wire.NOT_DEPLOYED} if isinstance(exc, NotDeployedError) else {}
             if header is None:
                 self.report(str(exc))
             else:
-                self.report(str(exc), header.request_id, header.plan_version)
+                self.report(str(exc), header.request_id, header.plan_version, **kind)
             return False
+
+    def _heard_s(self) -> dict[str, float]:
+        """Seconds since each peer's last data message (its keepalives count): a link's liveness."""
+        now = time.monotonic()
+        return {device: now - at for device, at in list(self.heard.items())}
 
     def _source(self, identity: Any, frame: Any, plan_version: int) -> str | None:
         """The sending device (CLIENT for a client) by its key; on a plain worker, by what it claims."""
@@ -211,7 +224,8 @@ class Worker:
         if device is None and plan_version == 0:
             device = self.gate.any_peer_device(key) if key is not None else None
         if device is None:
-            raise WireError(f"a tensor of plan version {plan_version} came from a key that deployment does not name")
+            raise NotDeployedError(f"a tensor of plan version {plan_version} came from a key that deployment does "
+                                   "not name (or this worker does not hold that version)")
         return device
 
     def _hop(self, source: str | None, header: wire.Header) -> dict[str, Any] | None:
@@ -227,6 +241,10 @@ class Worker:
         self.errors.append(error)
         body = {"worker": self.config.name, "error": error, "request_id": request_id, **fields}
         self.outgoing.to_client(wire.Kind.ERROR, body, request_id, plan_version)
+
+
+class NotDeployedError(WireError):
+    """A tensor of a plan version this worker does not hold, or from a key that version does not name."""
 
 
 def _next_port(endpoint: str) -> str:
