@@ -1,7 +1,8 @@
 """Recovery by re-planning: when a device is lost, serve on a plan without it; when it is back, re-admit it.
 
 A `Recovery` is the `Rerouter` (coinfer.runtime.delivery) of `coinfer run` and of the Python API.
-It drains its watchdog's verdicts (coinfer.runtime.watchdog) between messages:
+Between messages it takes what changed (coinfer.runtime.availability, over the watchdog's verdicts)
+and decides:
 
 - a device **down** that a deployed version uses: the problem is re-solved on the cluster less every
   device that is down, with the plan's own solver, or the first feasible of `FALLBACK_SOLVERS`
@@ -37,7 +38,7 @@ from coinfer.cost import evaluate, list_transfers
 from coinfer.errors import CoinferError, UnreachableError, WorkerError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
-from coinfer.runtime import wire
+from coinfer.runtime.availability import HEALTH_CHECK_S, Availability
 from coinfer.runtime.batching import at_batch
 from coinfer.runtime.client import Client
 from coinfer.runtime.delivery import Reroute
@@ -48,7 +49,6 @@ from coinfer.solve.fallback import replacement_plan
 
 log = logging.getLogger(__name__)
 
-HEALTH_CHECK_S = 2.0
 MAX_DEPLOY_ATTEMPTS = 4  # another device may be lost while a replacement is being deployed
 
 
@@ -80,14 +80,10 @@ class Recovery:
         self.absent = {d for d in problem.cluster.device_names if d not in client.workers}
         self.version = self._last_version = options.plan_version
         self.plans: dict[int, Plan] = {self.version: plan}
-        self.down: set[str] = set()
-        self.cut: set[tuple[str, str]] = set()  # directed links that stopped carrying traffic
+        self.available = Availability(client, watchdog)
         self.timeline: list[TimelineEntry] = []
         self._admitting: _Admission | None = None  # a deployment running in the background
         self._reconsider: HealthEvent | None = None  # a change that came while it ran
-        self._reported: list[HealthEvent] = []  # devices the caller found unreachable (`unreachable`)
-        self._suspects: set[str] = set()  # devices marked down from a report, re-admitted once they answer
-        self._went_down_as: dict[str, str] = {}  # device -> its worker's incarnation when it went down
         # primary device -> the version deployed beside the plan that its standbys take over with
         self.prepared: dict[str, tuple[int, Plan]] = {}
         self.expect(self.version, plan, problem)
@@ -98,6 +94,15 @@ class Recovery:
         batched_plan, batched_problem = at_batch(plan, problem, self.options.micro_batch)
         stages = evaluate(batched_plan, batched_problem).stages
         self.watchdog.expect(version, {i: s.compute_s for i, s in enumerate(stages)})
+
+    @property
+    def down(self) -> set[str]:
+        return self.available.down
+
+    @property
+    def cut(self) -> set[tuple[str, str]]:
+        """Directed links that stopped carrying traffic."""
+        return self.available.cut
 
     def uses(self, plan: Plan) -> set[str]:
         return set(taking_part(plan, self.problem))
@@ -144,45 +149,40 @@ class Recovery:
     # -- the Rerouter protocol -----------------------------------------------------------------
 
     def reroute(self) -> Reroute | None:
-        changed: list[HealthEvent] = []
-        reported, self._reported = self._reported, []
-        self._suspects |= {e.device for e in reported}
-        for event in [*reported, *self.watchdog.events(), *self._answering_suspects(reported)]:
-            if self._note(event):
-                changed.append(event)
+        taken = self.available.take()
+        self._forget_prepared_on(taken.restarted)
+        for event in taken.unchanged:
+            self.timeline.append(TimelineEntry(event.at_s, event.device, event.state, event.detail, "noted"))
+        changed = taken.changed
         if self.problem.origin in self.down:
             raise UnreachableError(f"the origin {self.problem.origin!r} is down: requests enter there, so no other "
                                    f"device can take its place; restart its worker", self.problem.origin)
         if any(e.state == "down" for e in changed):
             if self.lost(self.current):
                 return self._replace(next(e for e in changed if e.state == "down"))
+            for e in changed:
+                if e.state == "down":
+                    self.timeline.append(TimelineEntry(e.at_s, e.device, e.state, e.detail,
+                                                       "noted (the plan in use does not need it)"))
             stale = frozenset(v for v, p in self.plans.items() if self.lost(p))
             if stale:  # requests on an older version that used it: replayed on the plan in use
                 return Reroute(self.version, stale)
         if changed and self.return_to_base:
             self._reconsider = changed[-1]
         for event in changed if not self.return_to_base else ():
-            self._log(event, "re-admitted" if event.state != "down" else "noted", None, None, time.perf_counter())
+            if event.state != "down":
+                self._log(event, "re-admitted", None, None, time.perf_counter())
         admitted = self._admitted()
         if admitted is None:
             self._admit()
         return admitted
 
     def lacks_version(self, errors: list[dict[str, Any]]) -> bool:
-        """Whether these error reports of a request all say a worker lacks its plan version; if so
-        those workers are handled as lost (they restarted) until their heartbeats re-admit them."""
-        if not errors or any(e.get("kind") != wire.NOT_DEPLOYED or e.get("worker") not in self.client.workers
-                             for e in errors):
-            return False
-        for e in errors:
-            self._reported.append(HealthEvent(time.perf_counter(), str(e["worker"]), "down",
-                                              f"it does not hold the request's plan version: {e.get('error')}"))
-        return True
+        """See `Availability.lacks_version`: the Rerouter's way to hear of a restarted worker."""
+        return self.available.lacks_version(errors)
 
     def unreachable(self, error: UnreachableError) -> None:
-        """The caller's own call to a worker timed out: treat it as down now, as if the watchdog said so."""
-        if error.device is not None:
-            self._reported.append(HealthEvent(time.perf_counter(), error.device, "down", str(error)))
+        self.available.unreachable(error)
 
     def adopt(self, version: int, plan: Plan) -> None:
         """A plan the caller deployed itself (an adaptive policy's switch) is now the one in use."""
@@ -206,49 +206,10 @@ class Recovery:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _note(self, event: HealthEvent) -> bool:
-        """Take one verdict in; True when the set of usable devices or links changed."""
-        if event.link is not None:
-            if event.state == "down" and event.link not in self.cut:
-                self.cut.add(event.link)
-                return True
-            if event.state == "up" and event.link in self.cut:
-                self.cut.discard(event.link)
-                return True
-            return False
-        if event.state == "down" and event.device not in self.down:
-            self.down.add(event.device)
-            self.client.unreachable.add(event.device)
-            self._went_down_as[event.device] = self.watchdog.incarnation(event.device)
-            if not self.lost(self.current):
-                self.timeline.append(TimelineEntry(event.at_s, event.device, event.state, event.detail,
-                                                   "noted (the plan in use does not need it)"))
-            return True
-        if event.state != "down" and event.device in self.down and self._healthy(event.device):
-            self.down.discard(event.device)
-            self.client.unreachable.discard(event.device)
-            if self._went_down_as.pop(event.device, None) != self.watchdog.incarnation(event.device):
-                # it restarted: the standbys' versions it held are gone with the old process, and are
-                # prepared again when the run returns to its plan
-                self.prepared = {d: (v, p) for d, (v, p) in self.prepared.items() if event.device not in self.uses(p)}
-            return True
-        self.timeline.append(TimelineEntry(event.at_s, event.device, event.state, event.detail, "noted"))
-        return False
-
-    def _answering_suspects(self, reported: list[HealthEvent]) -> list[HealthEvent]:
-        """An 'up' for each device marked down from a report (not by the watchdog) whose heartbeats
-        the watchdog still gets: the watchdog saw no change, so it will not say so itself."""
-        fresh = {e.device for e in reported}
-        back = [d for d in self._suspects if d not in fresh and d in self.down and self.watchdog.state(d) != "down"]
-        self._suspects -= set(back)
-        return [HealthEvent(time.perf_counter(), d, "up", "answers heartbeats") for d in back]
-
-    def _healthy(self, device: str) -> bool:
-        try:
-            reply = self.client.call(device, {"op": "health"}, HEALTH_CHECK_S)
-        except WorkerError:
-            return False
-        return bool(reply.get("ok")) and reply.get("compute") == "alive"
+    def _forget_prepared_on(self, restarted: set[str]) -> None:
+        """A worker that restarted lost the standbys' versions it held: they are prepared again when
+        the run returns to its plan."""
+        self.prepared = {d: (v, p) for d, (v, p) in self.prepared.items() if not self.uses(p) & restarted}
 
     def _target(self) -> tuple[Plan, Problem, bool]:
         """The plan the devices up now call for, the problem it is for, and whether it is the base plan."""
@@ -278,7 +239,7 @@ class Recovery:
                 if exc.device is None or exc.device == self.problem.origin:
                     raise
                 log.warning("re-planning: %s; leaving it out", exc)
-                self.down.add(exc.device)
+                self.available.down.add(exc.device)
                 self.client.unreachable.add(exc.device)
                 continue
             lost = frozenset(v for v, p in self.plans.items() if self.lost(p))
