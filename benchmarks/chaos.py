@@ -68,6 +68,7 @@ REPLICATED = "conv1..layer1@phone | layer2..layer3@edge-a+edge-b | layer4..fc@cl
 class Fault:
     kind: str  # kill | pause
     at_s: float  # since the run started
+    after_answers: int = 0  # and not before this many requests were answered (a machine-independent moment)
     with_tensor: bool = False  # wait (up to 5 s) until the victim holds a tensor it has not yet computed
     device: str = ""
     version_before: int = 0  # the plan version in use when it happened
@@ -114,7 +115,8 @@ def chaos_run(plan: Plan, problem: Problem, inputs: dict[str, np.ndarray], expec
             start_s = time.perf_counter()
             stop = threading.Event()
             injector = threading.Thread(target=_inject, args=(workers, client, recovery, problem, faults, start_s,
-                                                              rng, restart_after_s, pause_s, stop), daemon=True)
+                                                              rng, restart_after_s, pause_s, stop, answered),
+                                        daemon=True)
 
             def done(o: Outcome) -> None:
                 answers[o.request_id] = answers.get(o.request_id, 0) + 1
@@ -141,11 +143,13 @@ def chaos_run(plan: Plan, problem: Problem, inputs: dict[str, np.ndarray], expec
 
 
 def _inject(workers: LocalWorkers, client: Client, recovery: Recovery, problem: Problem, faults: list[Fault],
-            start_s: float, rng: random.Random, restart_after_s: float, pause_s: float, stop: threading.Event) -> None:
+            start_s: float, rng: random.Random, restart_after_s: float, pause_s: float, stop: threading.Event,
+            answered: dict[int, tuple[float, int]]) -> None:
     """Make each fault happen at its time, on a random non-origin device of the plan then in use."""
     pending_restarts: list[tuple[float, str]] = []
-    for fault in sorted(faults, key=lambda f: f.at_s):
-        while time.perf_counter() - start_s < fault.at_s and not stop.is_set():
+    for fault in sorted(faults, key=lambda f: (f.at_s, f.after_answers)):
+        while (time.perf_counter() - start_s < fault.at_s or len(answered) < fault.after_answers) \
+                and not stop.is_set():
             _restart_due(workers, pending_restarts)
             time.sleep(0.01)
         if stop.is_set():

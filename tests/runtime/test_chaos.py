@@ -31,8 +31,9 @@ def resnet18() -> tuple:  # type: ignore[type-arg]
 
 def test_three_kills_cost_replays_and_never_a_request(resnet18) -> None:  # type: ignore[no-untyped-def]
     plan, problem, inputs, expected = resnet18
-    faults = [Fault("kill", 2.0), Fault("kill", 8.0), Fault("kill", 14.0)]
-    result = chaos_run(plan, problem, inputs, expected, 400, 2, faults, restart_after_s=3.0)
+    # by answers, not seconds: the moments must come before the run ends on any machine
+    faults = [Fault("kill", 1.0, after_answers=n) for n in (40, 160, 280)]
+    result = chaos_run(plan, problem, inputs, expected, 400, 2, faults, restart_after_s=2.0)
     assert check(result, 400) == []
     rows = recovery_figures(result)
     assert len(rows) == 3 and all(r["device"] for r in rows)
@@ -44,8 +45,8 @@ def test_three_kills_cost_replays_and_never_a_request(resnet18) -> None:  # type
 
 def test_a_device_stopped_for_five_seconds_is_routed_around_and_readmitted(resnet18) -> None:  # type: ignore[no-untyped-def]
     plan, problem, inputs, expected = resnet18
-    result = chaos_run(plan, problem, inputs, expected, 300, 2, [Fault("pause", 2.0)], pause_s=5.0)
-    assert check(result, 300) == []
+    result = chaos_run(plan, problem, inputs, expected, 500, 2, [Fault("pause", 1.0, after_answers=40)], pause_s=5.0)
+    assert check(result, 500) == []
     (row,) = recovery_figures(result)
     assert row["detected_after_s"] is not None and row["detected_after_s"] <= 1.5
     assert row["to_next_answer_s"] is not None and row["to_next_answer_s"] <= 5.0
