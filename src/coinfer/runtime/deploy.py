@@ -79,7 +79,7 @@ def deploy_body(plan: Plan, problem: Problem, device: str, package: DevicePackag
         "blobs": {sha: {"bytes": b.size_bytes, "kind": b.kind} for sha, b in package.blobs.items()},
         "client": client_address, "emulate": options.emulate, "links": links, "telemetry": options.telemetry,
         "peers": {d: peers[d] for d in others}, "micro_batch": options.micro_batch,
-        "peer_incarnations": {d: (incarnations or {})[d] for d in others if d in (incarnations or {})},
+        "peer_incarnations": {d: i for d, i in (incarnations or {}).items() if d in others},
     }
     if client.security is not None:
         body["client_key"] = client.public_key
