@@ -216,3 +216,23 @@ def test_plan_with_min_reliability_gets_standbys_or_says_the_best_possible(files
     code = main(["plan", str(graph), "--cluster", str(cluster), "--solver", "server-only",
                  "--min-reliability", "0.99999"])
     assert code == 1 and "the best found is 0.9998" in capsys.readouterr().err
+
+
+def test_plan_with_an_unreliability_weight_buys_standbys_and_says_it(files, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, _ = files
+    cluster = tmp_path / "three.yaml"
+    cluster.write_text(yaml.safe_dump({
+        "devices": {"phone": {"flops_per_s": 1e9, "origin": True, "memory_bytes": 1e6},  # runs nothing
+                    "edge": {"flops_per_s": 1e10, "failure_probability": 0.01},
+                    "edge2": {"flops_per_s": 1e10, "failure_probability": 0.02}},
+        "links": [{"between": [a, b], "bandwidth_bits_per_s": 8e6} for a, b in
+                  (("phone", "edge"), ("phone", "edge2"), ("edge", "edge2"))]}))
+    code, doc = run_json(capsys, "plan", str(graph), "--cluster", str(cluster), "--solver", "ilp")
+    assert code == 0 and doc["plan"] in ("a..b@edge", "a..b@edge2")  # latency alone cannot tell them apart
+    code, doc = run_json(capsys, "plan", str(graph), "--cluster", str(cluster), "--solver", "ilp",
+                         "--objective", "latency=1,unreliability=5")
+    assert code == 0 and doc["plan"] in ("a..b@edge+edge2", "a..b@edge2+edge")  # fails only when both do
+    assert doc["objective"] == "latency=1,unreliability=5"
+    assert doc["predicted"]["reliability"] == pytest.approx(1 - 0.01 * 0.02)
+    assert main(["plan", str(graph), "--cluster", str(cluster), "--objective", "latency=1,unreliability=-1"]) == 2
+    assert "non-negative" in capsys.readouterr().err

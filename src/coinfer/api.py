@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from coinfer.cluster import Cluster
@@ -48,18 +49,15 @@ def make_problem(
 def plan(problem: Problem, *, placement: str | Mapping[str, str] | None = None, solver: str | None = None) -> Plan:
     """A plan from a hand-written placement (one-line form or node->device mapping) or a solver.
 
-    Under a `min_reliability` constraint the solver's plan gets the standbys that meet it
-    (coinfer.solve.replicas; InfeasibleError says the best reliability possible when none can); a
+    Under a `min_reliability` constraint the solver's plan gets the standbys that meet it, and
+    under an objective that weighs unreliability those that lower it (coinfer.solve.replicas;
+    InfeasibleError says the best reliability possible when none can): `ilp` and `brute-force`
+    choose them jointly with the placement, and the greedy pass then finds nothing to add. A
     hand-written placement keeps the standbys it names."""
     if placement is not None and solver is not None:
         raise UserInputError("give either a placement or a solver, not both")
     if placement is None:
-        chosen = get_solver(solver or "origin-only")(problem)
-        if problem.constraints.min_reliability is not None:
-            from coinfer.solve.replicas import choose_standbys
-
-            chosen = choose_standbys(chosen, problem)
-        return chosen
+        return _solve_with_standbys(solver or "origin-only", problem)
     if isinstance(placement, str):
         return parse_plan(placement, problem.graph, problem.cluster.device_names)
     unknown = sorted(set(placement.values()) - set(problem.cluster.device_names))
@@ -67,3 +65,35 @@ def plan(problem: Problem, *, placement: str | Mapping[str, str] | None = None, 
         raise UserInputError(f"placement names unknown device(s) {unknown}; devices: "
                              f"{', '.join(problem.cluster.device_names)}")
     return Plan(problem.graph, dict(placement))
+
+
+# solvers whose plans already carry the standbys their problem asks for (joint with the placement)
+_CHOOSE_STANDBYS = frozenset({"ilp", "pareto", "brute-force"})
+
+
+def _solve_with_standbys(name: str, problem: Problem) -> Plan:
+    """The solver's plan with the greedy standbys (coinfer.solve.replicas). A solver that cannot
+    choose standbys treats a reliability floor as a limit on its placement (keeping everything on
+    devices that never fail, whatever it costs), so it also solves without the floor, for the
+    standbys to meet it; the better of the two plans with their standbys wins."""
+    from coinfer.cost import evaluate
+    from coinfer.errors import InfeasibleError
+    from coinfer.solve.replicas import choose_standbys
+    from coinfer.solve.unreliability import wants_standbys
+
+    solve = get_solver(name)
+    problems = [problem]
+    if wants_standbys(problem) and problem.constraints.min_reliability is not None and name not in _CHOOSE_STANDBYS:
+        problems.append(replace(problem, constraints=replace(problem.constraints, min_reliability=None)))
+    candidates: list[Plan] = []
+    refusal: InfeasibleError | None = None
+    for each in problems:
+        try:
+            candidates.append(choose_standbys(solve(each), problem))
+        except InfeasibleError as exc:
+            refusal = refusal or exc
+    if not candidates:
+        assert refusal is not None
+        raise refusal
+    costs = [evaluate(c, problem) for c in candidates]
+    return min(zip(candidates, costs, strict=True), key=lambda cb: (not cb[1].feasible, cb[1].objective_value))[0]

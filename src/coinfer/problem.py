@@ -5,7 +5,10 @@ Node times are resolved before a Problem is made (see `coinfer.profile.resolve`)
 the cost model and the solvers need neither torch nor a profiler.
 
 Objectives are weighted sums of metrics, written `latency`, `energy`, `origin-energy`, `cost`,
-`throughput` (which minimises the bottleneck stage time), or `latency=1,energy=0.2`.
+`throughput` (which minimises the bottleneck stage time), `unreliability` (the probability that a
+request fails, 1 - reliability), or `latency=1,energy=0.2`. A weight on unreliability is what a
+failed request costs in the other terms' units: `latency=1,unreliability=2` counts a failure as
+2 s more latency, so the objective is the expected latency with that penalty.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from coinfer.cluster import Cluster
 from coinfer.errors import ObjectiveError, ProfileError
 from coinfer.graph import Graph
 
-Metric = Literal["latency_s", "energy_j", "origin_energy_j", "cost_usd", "bottleneck_s"]
+Metric = Literal["latency_s", "energy_j", "origin_energy_j", "cost_usd", "bottleneck_s", "unreliability"]
 
 METRIC_NAMES: Mapping[str, Metric] = {
     "latency": "latency_s",
@@ -27,6 +30,7 @@ METRIC_NAMES: Mapping[str, Metric] = {
     "origin-energy": "origin_energy_j",
     "cost": "cost_usd",
     "throughput": "bottleneck_s",
+    "unreliability": "unreliability",
 }
 
 

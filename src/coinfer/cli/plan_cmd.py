@@ -58,8 +58,9 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
     """The cluster, objective, constraints and node-time sources (shared with `compare`)."""
     p.add_argument("--cluster", required=True, metavar="FILE|PRESET", help="cluster YAML file or preset name "
                    "(see 'coinfer presets')")
-    p.add_argument("--objective", default="latency", help="latency | energy | origin-energy | cost | throughput, "
-                   "or weighted like 'latency=1,energy=0.2' (default latency)")
+    p.add_argument("--objective", default="latency", help="latency | energy | origin-energy | cost | throughput | "
+                   "unreliability, or weighted like 'latency=1,energy=0.2' or 'latency=1,unreliability=2' "
+                   "(a failed request costs 2 s; default latency)")
     p.add_argument("--deadline-s", type=float, metavar="S", help="latency constraint, in seconds")
     p.add_argument("--energy-budget-j", type=float, metavar="J", help="energy budget of the origin per request")
     p.add_argument("--request-rate", type=float, metavar="PER_S", help="check that every device and link "

@@ -95,6 +95,11 @@ class Breakdown:
         return not self.violations
 
     @property
+    def unreliability(self) -> float:
+        """The probability that a request fails: 1 - reliability (an objective metric)."""
+        return 1.0 - self.reliability
+
+    @property
     def cut_bytes(self) -> int:
         """Bytes that cross between devices, the result's return included (raw, before codecs)."""
         return sum(t.size_bytes for t in self.transfers)

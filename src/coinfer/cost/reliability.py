@@ -5,6 +5,8 @@ probability phi_d and directed link l with psi_l, independently. A stage runs on
 replicas (its primary, then its standbys in order) that is up, which is the runtime's failover
 rule (`Plan.failover`); a request succeeds when every stage has a replica up and every directed
 link that the placement so chosen sends over is up (the result's return to the origin included).
+A stage on the origin has no failover, whatever standbys it names: requests enter at the origin,
+and the runtime cannot replace it (coinfer.runtime.recovery).
 
 - Without standbys this is the survey's product over the devices that compute and the links that
   carry data: R = prod_d (1 - phi_d) * prod_l (1 - psi_l) (`plain_reliability`).
@@ -64,6 +66,7 @@ def plain_reliability(devices: Sequence[str], flows: Iterable[tuple[int, int]], 
 
 def replicated_reliability(stages: Sequence[Stage], flows: Iterable[tuple[int, int]], problem: Problem) -> float:
     cluster = problem.cluster
+    stages = [Stage(s.device, s.node_ids) if s.device == problem.origin else s for s in stages]
     phi = {d: cluster.device(d).failure_probability for s in stages for d in s.replicas}
     fallible = sorted(d for d, p in phi.items() if 0.0 < p < 1.0)
     never_up = {d for d, p in phi.items() if p >= 1.0}

@@ -2,7 +2,8 @@
 
 Registered solvers see the origin's idle power folded into their objective (`solve.waiting`);
 the ones that cost whole plans with `cost.evaluate`, and `pareto`, which folds each of its own
-objectives so that its front keeps the true metrics, see the problem as it is.
+objectives so that its front keeps the true metrics, see the problem as it is. Solvers that cannot
+price unreliability are handed the objective without it (`solve.unreliability`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from coinfer.solve.ilp import ilp
 from coinfer.solve.neurosurgeon import neurosurgeon
 from coinfer.solve.pareto import pareto
 from coinfer.solve.pipeline_dp import pipeline_dp
+from coinfer.solve.unreliability import pricing
 from coinfer.solve.waiting import folding
 
 Solver = Callable[[Problem], Plan]
@@ -43,8 +45,9 @@ _FUNCTIONS: Mapping[str, Solver] = {
 # These cost whole plans with cost.evaluate, or (pareto) fold each of their own objectives.
 _COUNT_WAITING_THEMSELVES = frozenset({"origin-only", "server-only", "brute-force", "pareto"})
 
-SOLVERS: Mapping[str, Solver] = {name: fn if name in _COUNT_WAITING_THEMSELVES else folding(name, fn)
-                                 for name, fn in _FUNCTIONS.items()}
+SOLVERS: Mapping[str, Solver] = {
+    name: pricing(name, fn if name in _COUNT_WAITING_THEMSELVES else folding(name, fn))
+    for name, fn in _FUNCTIONS.items()}
 
 
 def get_solver(name: str) -> Solver:

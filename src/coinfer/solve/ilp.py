@@ -9,6 +9,13 @@ is usually solved by heuristics (genetic, graph search); with the dedup-per-devi
 of `ilp_model` (after DADS, Hu et al., INFOCOM 2019, which sends a value once per device) the
 problem is a MILP small enough for HiGHS to solve to proven optimality.
 
+Reliability (coinfer.solve.ilp_reliability): where something can fail and the objective weighs
+unreliability or a reliability floor is set, R is a linear form over failure states, exact. When
+every device pair has a link that never fails the MILP also chooses standbys (s[v,d]), jointly
+with the placement, under the floor R >= min_reliability and the memory they take; otherwise it
+prices the placement's reliability and leaves standbys and the floor to the greedy pass after it
+(coinfer.solve.replicas). Among plans of equal objective the one with fewer standbys wins.
+
 Constraints: memory per device, the deadline on latency, the origin's energy budget, capacity at
 a request rate (rate x busy <= 1 per device and link), and links (a pair without a link can
 never exchange a value). Limits are shrunk by `ilp_model.LIMIT_MARGIN` (relative) so that
@@ -48,7 +55,10 @@ from coinfer.errors import InfeasibleError, UserInputError
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Metric, Problem
 from coinfer.solve.ilp_model import LIMIT_MARGIN, Caps, Metrics, MilpModel, build, metrics, single_resource_rows
+from coinfer.solve.ilp_reliability import MAX_FAILURE_STATES, reliability_form, standbys_exact, state_count
 from coinfer.solve.pipeline_dp import pipeline_dp
+from coinfer.solve.replicas import choose_standbys
+from coinfer.solve.unreliability import unreliability_weight, wants_standbys
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,9 @@ CAP_SLACK = 1e-6
 # pipeline-dp as an incumbent: O(2^k k N^2) time and (N+1)^2 floats of memory per device.
 PIPELINE_MAX_DEVICES = 5
 PIPELINE_MAX_NODES = 1500
+# Each standby costs this much of the scaled objective (a simple plan costs OBJECTIVE_SCALE): among
+# plans equal to 1e-7 the one with fewer standbys wins, and a standby that buys nothing is not taken.
+STANDBY_TIE_BREAK = 1e-3
 
 
 @dataclass(frozen=True)
@@ -83,13 +96,14 @@ def ilp(problem: Problem) -> Plan:
 def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: str = "ilp") -> IlpSolution:
     """Find an incumbent, build the MILP under its caps, solve it with HiGHS, read the plan back."""
     start = time.perf_counter()
+    terms_ = _reliability_terms(problem)
     singles = [evaluate(all_on(problem.graph, d), problem) for d in problem.cluster.device_names]
-    incumbent = _incumbent(problem, singles)
-    model = build(problem, _caps(problem, incumbent))
-    arguments, scale = _arguments(model, singles)
+    incumbent = _incumbent(problem, singles, terms_)
+    model = build(problem, _caps(problem, incumbent), standbys=terms_.standbys)
+    arguments, scale = _arguments(model, singles, terms_)
     res = _run(arguments, time_limit_s, presolve=True)
     found = _read(res, model)
-    if found is not None and found[1].violations:
+    if found is not None and _breaks_model(found[1], terms_):
         # HiGHS's presolve has also been seen to hand back a plan 14% over an origin energy budget
         # (coefficients spanning 1e-4..1e9 in that row); the model without presolve is trusted.
         res = _run(arguments, time_limit_s, presolve=False)
@@ -100,28 +114,71 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: s
     # HiGHS's plan is at least as good as the incumbent up to its tolerances. The incumbent wins
     # after a time-out that found nothing better, and when the caps left the model infeasible: no
     # plan within LIMIT_MARGIN of the limits beats it then, so it is optimal as the model sees it.
-    best, b = min(candidates, key=lambda pb: (not pb[1].feasible, pb[1].objective_value))
+    best, b = min(candidates, key=lambda pb: (_breaks_model(pb[1], terms_), pb[1].objective_value,
+                                               _standby_count(pb[0])))
     optimal = res.status in (0, 2)
-    gap = 0.0 if optimal else _gap(res, b.objective_value * scale)
+    gap = 0.0 if optimal else _gap(res, b.objective_value * scale, model.objective_offset * scale)
     if not optimal:
         log.warning("ilp: HiGHS stopped (%s) with a gap of %.3g; the plan may not be optimal", res.message, gap)
     if b.violations:
         log.warning("ilp: the plan breaks %s (numerical tolerance)", ", ".join(v.kind for v in b.violations))
-    plan = Plan(problem.graph, best.placement, solver, b.objective_value)
+    plan = Plan(problem.graph, best.placement, solver, b.objective_value, standbys=best.standbys)
     return IlpSolution(plan, optimal, gap, time.perf_counter() - start)
 
 
-def _arguments(model: MilpModel, singles: list[Breakdown]) -> tuple[dict[str, Any], float]:
+@dataclass(frozen=True)
+class ReliabilityTerms:
+    """How the MILP prices reliability (coinfer.solve.ilp_reliability): `priced` adds the form R,
+    `standbys` adds standby variables and the floor R >= min_reliability; without standbys the
+    floor is left to the standby pass after the solver (coinfer.solve.replicas)."""
+
+    priced: bool = False
+    standbys: bool = False
+
+
+def _reliability_terms(problem: Problem) -> ReliabilityTerms:
+    if not wants_standbys(problem):
+        return ReliabilityTerms()
+    if standbys_exact(problem) and state_count(problem, with_links=False) <= MAX_FAILURE_STATES:
+        return ReliabilityTerms(priced=True, standbys=True)
+    if unreliability_weight(problem) > 0 and state_count(problem, with_links=True) <= MAX_FAILURE_STATES:
+        log.info("ilp: links can fail or are missing, so the ILP prices the placement's reliability and the "
+                 "standby pass chooses standbys")
+        return ReliabilityTerms(priced=True)
+    if unreliability_weight(problem) > 0:
+        log.warning("ilp: over %d failure states; the placement is solved without the unreliability term and the "
+                    "standby pass prices it", MAX_FAILURE_STATES)
+    return ReliabilityTerms()
+
+
+def _breaks_model(b: Breakdown, terms_: ReliabilityTerms) -> bool:
+    """A violation of a limit the MILP states (a reliability floor it leaves to the standby pass is not one)."""
+    return any(v.kind != "reliability" or terms_.standbys for v in b.violations)
+
+
+def _standby_count(plan: Plan) -> int:
+    return sum(len(s) for s in plan.standbys.values())
+
+
+def _arguments(model: MilpModel, singles: list[Breakdown],
+               terms_: ReliabilityTerms) -> tuple[dict[str, Any], float]:
     """scipy.optimize.milp's arguments for the model, and the factor the objective is scaled by."""
+    form = reliability_form(model, with_links=not terms_.standbys) if terms_.priced else {}
     lin = metrics(model)
-    objective = _objective(model, lin)
+    objective = _objective(model, lin, form)
     # Subnormal coefficients (a price of 1e-313 USD per byte) would overflow the scaling below;
     # they are zero for any practical purpose.
     objective[np.abs(objective) < np.finfo(np.float64).tiny] = 0.0
     _limits(model, lin)
+    if terms_.standbys and model.problem.constraints.min_reliability is not None:
+        floor = model.problem.constraints.min_reliability
+        model.row(form, floor + (1.0 - floor) * LIMIT_MARGIN, math.inf)
     a = csr_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lo), len(model.lb)))
     scale = _scale(objective, singles)
-    return {"c": objective * scale, "integrality": np.array(model.integer), "bounds": Bounds(model.lb, model.ub),
+    scaled = objective * scale
+    for col in model.standby.values():
+        scaled[col] += STANDBY_TIE_BREAK
+    return {"c": scaled, "integrality": np.array(model.integer), "bounds": Bounds(model.lb, model.ub),
             "constraints": LinearConstraint(a, model.row_lo, model.row_hi)}, scale
 
 
@@ -137,19 +194,30 @@ def _run(arguments: dict[str, Any], time_limit_s: float, *, presolve: bool) -> O
 
 
 def _read(res: OptimizeResult, model: MilpModel) -> tuple[Plan, Breakdown] | None:
-    """HiGHS's plan (the device of largest x per node) with its evaluation, if it found one."""
+    """HiGHS's plan (the device of largest x per node, and the standbys of s = 1, the least likely
+    to fail first) with its evaluation, if it found one."""
     if res.x is None:
         return None
-    k, graph = len(model.devices), model.problem.graph
+    k, problem = len(model.devices), model.problem
+    graph, cluster = problem.graph, problem.cluster
     placement = {node.id: model.devices[int(np.argmax(res.x[v * k:(v + 1) * k]))] for v, node in enumerate(graph.nodes)}
-    plan = Plan(graph, placement)
-    return plan, evaluate(plan, model.problem)
+    standbys: dict[str, list[str]] = {}
+    for (v, d), col in model.standby.items():
+        node, device = graph.nodes[v].id, model.devices[d]
+        if res.x[col] > 0.5 and device != placement[node]:
+            standbys.setdefault(node, []).append(device)
+    order = {name: (cluster.device(name).failure_probability, i) for i, name in enumerate(model.devices)}
+    plan = Plan(graph, placement, standbys={n: tuple(sorted(s, key=order.__getitem__)) for n, s in standbys.items()})
+    return plan, evaluate(plan, problem)
 
 
-def _incumbent(problem: Problem, singles: list[Breakdown]) -> tuple[Plan, Breakdown] | None:
-    """The best feasible plan among cheap ones: every single-device plan and, for a bottleneck
-    objective on a small cluster, `pipeline-dp`'s pipeline (25 ms for 500 nodes x 4 devices)."""
+def _incumbent(problem: Problem, singles: list[Breakdown], terms_: ReliabilityTerms) -> tuple[Plan, Breakdown] | None:
+    """The best feasible plan among cheap ones: every single-device plan (with the greedy standbys
+    that meet a reliability floor, when the MILP chooses standbys) and, for a bottleneck objective
+    on a small cluster, `pipeline-dp`'s pipeline (25 ms for 500 nodes x 4 devices)."""
     plans = [(all_on(problem.graph, d), b) for d, b in zip(problem.cluster.device_names, singles, strict=True)]
+    if terms_.standbys and problem.constraints.min_reliability is not None:
+        plans = [_with_greedy_standbys(p, problem) or (p, b) for p, b in plans]
     if (problem.objective.weights.get("bottleneck_s", 0.0) > 0 and len(problem.cluster.devices) <= PIPELINE_MAX_DEVICES
             and len(problem.graph.nodes) <= PIPELINE_MAX_NODES):
         try:
@@ -157,8 +225,16 @@ def _incumbent(problem: Problem, singles: list[Breakdown]) -> tuple[Plan, Breakd
             plans.append((piped, evaluate(piped, problem)))
         except (InfeasibleError, UserInputError):
             pass  # no pipeline meets memory or links: the single-device plans remain
-    feasible = [(p, b) for p, b in plans if b.feasible and math.isfinite(b.objective_value)]
+    feasible = [(p, b) for p, b in plans if not _breaks_model(b, terms_) and math.isfinite(b.objective_value)]
     return min(feasible, key=lambda pb: pb[1].objective_value) if feasible else None
+
+
+def _with_greedy_standbys(plan: Plan, problem: Problem) -> tuple[Plan, Breakdown] | None:
+    try:
+        replicated = choose_standbys(plan, problem)
+    except InfeasibleError:
+        return None
+    return replicated, evaluate(replicated, problem)
 
 
 def _caps(problem: Problem, incumbent: tuple[Plan, Breakdown] | None) -> Caps:
@@ -187,7 +263,7 @@ def _floors(problem: Problem) -> dict[Metric, float]:
     with no transfer (latency, energy and cost add up over nodes; the bottleneck is a max)."""
     devices = problem.cluster.devices
     floors: dict[Metric, float] = dict.fromkeys(("latency_s", "energy_j", "origin_energy_j", "cost_usd",
-                                                 "bottleneck_s"), 0.0)
+                                                 "bottleneck_s", "unreliability"), 0.0)
     for node in problem.graph.nodes:
         times = [(d, t) for d in devices if math.isfinite(t := problem.node_time_s[d.name][node.id])]
         if not times:
@@ -199,16 +275,21 @@ def _floors(problem: Problem) -> dict[Metric, float]:
     return floors
 
 
-def _gap(res: OptimizeResult, scaled_objective: float) -> float:
+def _gap(res: OptimizeResult, scaled_objective: float, scaled_offset: float) -> float:
     bound = res.get("mip_dual_bound")
     if bound is None or not math.isfinite(bound) or scaled_objective <= 0:
         return math.inf
-    return max(0.0, (scaled_objective - float(bound)) / scaled_objective)
+    return max(0.0, (scaled_objective - float(bound) - scaled_offset) / scaled_objective)
 
 
-def _objective(model: MilpModel, lin: Metrics) -> np.ndarray:
+def _objective(model: MilpModel, lin: Metrics, reliability: dict[int, float]) -> np.ndarray:
     weights = model.problem.objective.weights
     c = np.zeros(len(model.lb))
+    if reliability and weights.get("unreliability", 0.0):
+        # w (1 - R): the constant w stays out of the vector, in the model's offset
+        model.objective_offset = weights["unreliability"]
+        for col, p_state in reliability.items():
+            c[col] -= weights["unreliability"] * p_state
     c += weights.get("latency_s", 0.0) * lin.latency_s
     c += weights.get("energy_j", 0.0) * sum(lin.energy_by_device_j, np.zeros_like(c))
     c += weights.get("origin_energy_j", 0.0) * lin.energy_by_device_j[model.devices.index(model.problem.origin)]

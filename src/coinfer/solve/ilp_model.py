@@ -17,8 +17,13 @@ Variables (all in [0, 1] unless said otherwise):
   p and read elsewhere leaves p).
 - The result's return o <- p is linear already: x[r,p] for every graph output r and p != o.
 - used[d] >= x[v,d] when d has a queueing time (background load): charged once per request.
-- mem[d] >= ws(v) x[v,d] / M_d (largest working set on d, as a fraction of the memory M_d), with
-  sum_v params(v) x[v,d] / M_d + mem[d] <= 1.
+- s[v,d] binary, only when the model chooses standbys (`build(..., standbys=True)`): device d
+  stands by for node v; x[v,d] + s[v,d] <= 1 and sum_d s[v,d] <= MAX_STANDBYS_PER_STAGE. A standby
+  computes nothing and adds no latency, energy or money; it holds v's weights and needs v's working
+  set when it takes over, so it counts in d's memory rows like x. What it buys is reliability:
+  coinfer.solve.ilp_reliability.
+- mem[d] >= ws(v) (x[v,d] + s[v,d]) / M_d (largest working set on d, as a fraction of the memory
+  M_d), with sum_v params(v) (x[v,d] + s[v,d]) / M_d + mem[d] <= 1.
 - b >= 0 (only for the throughput objective): b >= busy_d / (1 - rho_d) and b >= link busy, and
   the valid rows of `single_resource_rows`, which keep the LP from halving an unavoidable hop by
   splitting it over parallel links.
@@ -59,6 +64,7 @@ from numpy.typing import NDArray
 
 from coinfer.cost import terms
 from coinfer.problem import Problem
+from coinfer.solve.replicas import MAX_STANDBYS_PER_STAGE
 from coinfer.solve.symmetry import interchangeable_groups
 
 FloatArray = NDArray[np.float64]
@@ -115,7 +121,9 @@ class MilpModel:
     hops: list[Hop] = field(default_factory=list)
     sends: dict[int, list[Hop]] = field(default_factory=dict)  # node value u -> its z hops
     used: dict[int, int] = field(default_factory=dict)
+    standby: dict[tuple[int, int], int] = field(default_factory=dict)  # (v, d) -> column of s[v,d]
     bottleneck_var: int | None = None
+    objective_offset: float = 0.0  # a constant the objective vector leaves out (unscaled)
 
     def var(self, lo: float = 0.0, hi: float = 1.0, integer: bool = False) -> int:
         self.lb.append(lo)
@@ -138,9 +146,10 @@ class MilpModel:
         return v * len(self.devices) + d
 
 
-def build(problem: Problem, caps: Caps | None = None) -> MilpModel:
+def build(problem: Problem, caps: Caps | None = None, *, standbys: bool = False) -> MilpModel:
     """The placement MILP for `problem` (rows for its constraints; objective via `metrics`),
-    without the plans that break `caps` (see the module docstring)."""
+    without the plans that break `caps`, and with standby variables when `standbys` (see the
+    module docstring)."""
     graph, cluster = problem.graph, problem.cluster
     devices = list(cluster.device_names)
     caps = caps or Caps()
@@ -149,6 +158,8 @@ def build(problem: Problem, caps: Caps | None = None) -> MilpModel:
         for d in range(len(devices)):
             model.var(0.0, float(model.allowed[v, d]), integer=True)
         model.row({model.x(v, d): 1.0 for d in range(len(devices))}, 1.0, 1.0)
+    if standbys:
+        _standbys(model)
     _transfers(model)
     _results(model)
     for d, name in enumerate(devices):
@@ -162,6 +173,28 @@ def build(problem: Problem, caps: Caps | None = None) -> MilpModel:
         for a, b in itertools.pairwise(indices):
             _no_more_nodes_than(model, a, b)
     return model
+
+
+def _standbys(model: MilpModel) -> None:
+    """s[v,d] for every device that could run v (finite time and queue, its working set fits, it
+    does not always fail), whatever the caps: a standby adds nothing to latency or busy time. A
+    node on the origin has none (x[v,o] + s[v,d] <= 1): the origin cannot be failed over from."""
+    problem, graph = model.problem, model.problem.graph
+    origin = model.devices.index(problem.origin)
+    for d, name in enumerate(model.devices):
+        dev = problem.cluster.device(name)
+        if (dev.failure_probability >= 1.0 or math.isinf(terms.queueing_time_s(dev.background))
+                or math.isinf(terms.effective_busy_s(dev, 1.0))):
+            continue
+        for v, node in enumerate(graph.nodes):
+            if math.isfinite(problem.node_time_s[name][node.id]) and working_set_bytes(problem, v) <= dev.memory_bytes:
+                model.standby[v, d] = s = model.var(integer=True)
+                model.row({s: 1.0, model.x(v, d): 1.0}, -math.inf, 1.0)
+                model.row({s: 1.0, model.x(v, origin): 1.0}, -math.inf, 1.0)
+    for v in range(len(graph.nodes)):
+        row = {s: 1.0 for (node, _), s in model.standby.items() if node == v}
+        if len(row) > MAX_STANDBYS_PER_STAGE:
+            model.row(row, -math.inf, MAX_STANDBYS_PER_STAGE)
 
 
 def _no_more_nodes_than(model: MilpModel, a: int, b: int) -> None:
@@ -332,9 +365,12 @@ def _memory(model: MilpModel) -> None:
         if math.isinf(have):
             continue
         peak = model.var(0.0, math.inf)  # as a fraction of `have`: HiGHS drops coefficients below 1e-9
-        for v in range(len(graph.nodes)):
-            model.row({peak: 1.0, model.x(v, d): -working_set_bytes(model.problem, v) / have}, 0.0, math.inf)
-        params = {model.x(v, d): n.param_bytes / have for v, n in enumerate(graph.nodes)}
+        params: dict[int, float] = {}
+        for v, node in enumerate(graph.nodes):
+            holds = [model.x(v, d), *([model.standby[v, d]] if (v, d) in model.standby else [])]
+            ws = working_set_bytes(model.problem, v) / have
+            model.row({peak: 1.0, **{col: -ws for col in holds}}, 0.0, math.inf)
+            params.update({col: node.param_bytes / have for col in holds})
         model.row({**params, peak: 1.0}, -math.inf, 1.0 - LIMIT_MARGIN)
 
 

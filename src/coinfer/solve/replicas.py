@@ -1,4 +1,4 @@
-"""Standbys for a plan's stages until it meets `min_reliability` (the survey's replicated partitions).
+"""Standbys for a plan's stages: the greedy pass after a solver (the survey's replicated partitions).
 
 `choose_standbys` keeps the plan's placement (standbys add no latency, energy or money in the cost
 model: they compute nothing until their primary is lost) and adds standbys greedily: each step
@@ -9,30 +9,60 @@ move that divides the plan's failure probability most per standby it adds
 holds it drops every standby the plan can do without; when no move helps any more it raises
 InfeasibleError with the best reliability it reached.
 
+When the objective weighs unreliability (`latency=1,unreliability=2`) it then keeps adding the
+standby that lowers the objective most, while one does, and drops those the objective does not
+miss. Standbys are free in every other term, so this only trades reliability against memory;
+trading it against latency means moving nodes, which `ilp` and `brute-force` do jointly.
+
 Greedy, not exact: `brute_force_standbys` enumerates every assignment on small cases, and the
-tests hold the two to the same feasibility and compare their standby counts.
+tests hold the two to the same feasibility and compare their standby counts; `ilp` chooses
+standbys exactly (coinfer.solve.ilp_reliability), and the tests hold it to brute force.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from coinfer.cost import evaluate
 from coinfer.cost.reliability import reliability
 from coinfer.errors import InfeasibleError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
+from coinfer.solve.unreliability import unreliability_weight, wants_standbys
 
 MAX_STANDBYS_PER_STAGE = 3
+# A standby is worth adding for the objective when it lowers it by more than this fraction.
+OBJECTIVE_STEP = 1e-9
 
 
 def choose_standbys(plan: Plan, problem: Problem) -> Plan:
-    """`plan` with the standbys that bring its reliability to `problem.constraints.min_reliability`."""
-    target = problem.constraints.min_reliability
-    if target is None or reliability(plan, problem) >= target:
+    """`plan` with the standbys that bring its reliability to `problem.constraints.min_reliability`,
+    then those that lower an objective that weighs unreliability (see the module docstring)."""
+    if not wants_standbys(problem):
         return plan
+    target = problem.constraints.min_reliability
+    if target is not None and reliability(plan, problem) < target:
+        plan = _meet(plan, problem, target)
+    if unreliability_weight(problem) > 0:
+        plan = _lower_objective(plan, problem)
+    return plan
+
+
+def _lower_objective(plan: Plan, problem: Problem) -> Plan:
+    current, now = plan, evaluate(plan, problem).objective_value
+    while True:
+        scored = [(evaluate(c, problem).objective_value, c) for c, _ in _one_more(current, problem)]
+        better = [(value, c) for value, c in scored if value < now * (1.0 - OBJECTIVE_STEP)]
+        if not better:
+            break
+        now, current = min(better, key=lambda vc: vc[0])
+    best, target = now, problem.constraints.min_reliability or 0.0
+    return _prune(current, lambda c: evaluate(c, problem).objective_value <= best and reliability(c, problem) >= target)
+
+
+def _meet(plan: Plan, problem: Problem, target: float) -> Plan:
     current = plan
     while True:
         now = reliability(current, problem)
@@ -54,11 +84,11 @@ def choose_standbys(plan: Plan, problem: Problem) -> Plan:
                 "memory for more standbys")
         current = best[3]
         if best[1] >= target:
-            return _prune(current, problem, target)
+            return _prune(current, lambda c: reliability(c, problem) >= target)
 
 
-def _prune(plan: Plan, problem: Problem, target: float) -> Plan:
-    """Drop every standby the plan still meets `target` without (the last-added first): a move that
+def _prune(plan: Plan, still_good: Callable[[Plan], bool]) -> Plan:
+    """Drop every standby the plan is `still_good` without (the last-added first): a move that
     helped early can be made redundant by later ones."""
     for stage in reversed(plan.stages):
         for device in reversed(stage.standbys):
@@ -66,8 +96,8 @@ def _prune(plan: Plan, problem: Problem, target: float) -> Plan:
             kept = tuple(d for d in stage.standbys if d != device)
             standbys.update({n: kept for n in stage.node_ids})
             candidate = plan.with_standbys(standbys)
-            if reliability(candidate, problem) >= target:
-                return _prune(candidate, problem, target)
+            if still_good(candidate):
+                return _prune(candidate, still_good)
     return plan
 
 
