@@ -7,7 +7,7 @@ reliability and throughput. See README.md for a tour.
 
 from __future__ import annotations
 
-from coinfer.api import make_problem, plan
+from coinfer.api import make_problem, plan, profile_on_workers
 
 # Bound eagerly: the subpackage `coinfer.capture` would otherwise shadow the function of the same
 # name once imported. It imports torch only when called.
@@ -26,6 +26,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Breakdown", "Cluster", "Constraints", "Device", "Graph", "Link", "Node", "Objective", "Plan", "Problem",
     "capture", "evaluate", "load_cluster", "load_graph", "load_plan", "make_problem", "parse_plan", "plan",
-    "save_graph", "save_plan",
+    "profile_on_workers", "save_graph", "save_plan",
 ]
 

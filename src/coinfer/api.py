@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coinfer.cluster import Cluster
@@ -65,6 +66,31 @@ def plan(problem: Problem, *, placement: str | Mapping[str, str] | None = None, 
         raise UserInputError(f"placement names unknown device(s) {unknown}; devices: "
                              f"{', '.join(problem.cluster.device_names)}")
     return Plan(problem.graph, dict(placement))
+
+
+def profile_on_workers(graph: Graph, workers: Mapping[str, str], *, key: str | Path | None = None,
+                       worker_keys: str | Path | None = None, insecure: bool = False, warmup: int = 3,
+                       repeats: int = 10) -> dict[str, Profile]:
+    """Every node of `graph` measured on running workers (`coinfer worker`), by device: `workers`
+    maps a device name to "HOST:PORT"; `key` is this client's NAME.key_secret and `worker_keys` a
+    directory of DEVICE.key files (or a file), unless the workers run with --insecure. The profiles
+    go to `make_problem(..., profiles=...)` (coinfer.runtime.remote_profile)."""
+    from coinfer.runtime.client import ClientSecurity
+    from coinfer.runtime.remote_profile import profile_workers
+    from coinfer.runtime.security import load_keypair, load_public_keys
+
+    addresses = {d: a if a.startswith("tcp://") else f"tcp://{a}" for d, a in workers.items()}
+    security = None
+    if not insecure:
+        if key is None or worker_keys is None:
+            raise UserInputError("profile_on_workers needs key= (this client's NAME.key_secret) and worker_keys= (a "
+                                 "directory of DEVICE.key files), or insecure=True for workers started with --insecure")
+        publics = load_public_keys(worker_keys)
+        missing = [d for d in addresses if d not in publics]
+        if missing:
+            raise UserInputError(f"worker_keys {worker_keys} has no key for {', '.join(missing)}")
+        security = ClientSecurity(load_keypair(key), {d: publics[d] for d in addresses})
+    return profile_workers(graph, addresses, security, warmup=warmup, repeats=repeats)
 
 
 # solvers whose plans already carry the standbys their problem asks for (joint with the placement)

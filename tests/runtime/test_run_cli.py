@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from coinfer.cli import main
+from coinfer.profile.profile_file import load_profile
 from coinfer.runtime.netns import kernel_shaping_unavailable
 from tests.runtime.conftest import THREE, TWO_STAGES
 
@@ -63,9 +64,12 @@ def test_adapt_serves_live_on_local_workers_and_counts_every_byte(plan_file, cap
     trace.write_text("0 1000\n1 0.5\n1000 0.5\n")  # a -> b falls from 1 Gbit/s to 0.5 Mbit/s after 1 s
     code = main(["adapt", "python:tests.runtime.tiny_models:cnn", "--cluster", str(tmp_path / "three.yaml"),
                  "--static-solver", "server-only", "--policy", "partial", "--requests", "40",
-                 "--trace", f"a->b={trace}", "--verify", "--json"])
+                 "--trace", f"a->b={trace}", "--verify", "--json", "--save-profiles", str(tmp_path / "seen")])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["mode"] == "workers"
+    saved = report["saved_profiles"]  # the origin a ran the head at least; b served every node at first
+    assert "b" in saved and saved["b"]["measured_nodes"] >= 1
+    assert load_profile(saved["b"]["path"]).settings["measured_on"] == "adapt"
     assert report["requests"] == report["ok"] == 40 and report["lost"] == 0 and report["duplicated"] == 0
     assert report["bit_identical"]
     timeline = report["timeline"]
@@ -152,3 +156,27 @@ def test_verify_fails_on_a_nan_and_exits_1(tmp_path, capsys) -> None:  # type: i
     code = main(["run", str(plan), "--local", "--requests", "2", "--verify"])
     out = capsys.readouterr().out
     assert code == 1 and "verify: outputs vs the unpartitioned model: FAILED" in out and "NaN" in out
+
+
+def test_run_saves_each_devices_node_times_as_a_profile_a_plan_can_use(plan_file, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from coinfer.files.plan_file import load_plan
+
+    plan, _ = load_plan(plan_file)
+    code, doc = _run(capsys, str(plan_file), "--local", "--emulate", "off", "--requests", "3",
+                     "--save-profiles", str(tmp_path / "measured"))
+    assert code == 0 and doc["ok"] == 3
+    saved = doc["saved_profiles"]["profiles"]
+    assert set(saved) == {"a", "b"}
+    for device, entry in saved.items():
+        profile = load_profile(entry["path"])
+        ran = [n for n, d in plan.placement.items() if d == device]
+        assert entry["method"] == "refined" and entry["measured_nodes"] == len(ran)  # the rest is scaled
+        assert set(profile.node_time_s) == set(plan.placement)
+        assert all(profile.node_time_s[n] >= 0 for n in ran) and sum(profile.node_time_s[n] for n in ran) > 0
+        assert profile.settings["measured_on"] == "run" and profile.settings["requests"] == 3
+    code = main(["plan", "python:tests.runtime.tiny_models:cnn", "--cluster", str(tmp_path / "three.yaml"),
+                 "--solver", "ilp", "--profile", f"a={saved['a']['path']}", "--profile", f"b={saved['b']['path']}",
+                 "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["time_sources"] == {"a": "refined:a", "b": "refined:b",
+                                                                    "c": "flops: 1e+10 FLOP/s"}

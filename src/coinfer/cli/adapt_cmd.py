@@ -52,6 +52,8 @@ def register(sub: Any) -> None:
     p.add_argument("--connect-timeout-s", type=float, default=10.0, help="how long a worker may take to answer")
     p.add_argument("--verify", action="store_true", help="check every output against the unpartitioned model")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="timeline: bandwidth, cut in use, latency")
+    p.add_argument("--save-profiles", type=Path, metavar="DIR", help="save each device's node times measured while "
+                   "serving as DIR/DEVICE.json (with --compare, DIR/POLICY/DEVICE.json), for plan --profile")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_recovery_arguments(p)
     add_key_arguments(p)
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     check_recovery_arguments(args)
     if args.requests < 1 or args.in_flight < 1:
         raise UserInputError("--requests and --in-flight must be at least 1")
+    if args.simulate and args.save_profiles:
+        raise UserInputError("--save-profiles saves times measured on workers; the simulator measures none")
     problem = problem_from_args(args)
     names = [n.strip() for n in (args.compare or args.policy).split(",") if n.strip()]
     # unknown names and options fail here, before any worker starts
@@ -106,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
                 if not r["verified"]:
                     verdict = "FAILED: " + "; ".join(r["verify_problems"] or ["nothing compared"])
                 print(f"{name}: verify: every output vs the unpartitioned model: {verdict}")
+        for name, r in reports.items():
+            for device, saved in (r.get("saved_profiles") or {}).items():
+                print(f"{name}: profile of {device}: {saved['method']} ({saved['measured_nodes']} node(s) measured) "
+                      f"-> {saved['path']}")
         if args.plot:
             print(f"wrote {args.plot}")
     lost = sum(r["lost"] + r["duplicated"] for r in reports.values())
@@ -171,11 +179,32 @@ def _serve(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, 
                              client_address=sink, on_record=lambda _: bar(1))
     report = summary(run, problem)
     report.update(policy=policy.name, mode="workers", timeline=_timeline(run, problem, traces))
+    if args.save_profiles:
+        directory = args.save_profiles / policy.name if args.compare else args.save_profiles
+        report["saved_profiles"] = _save_profiles(run, problem, directory, options)
     if args.verify:
         reference = reference_outputs(problem.graph, inputs, args.threads)
         comparison = compare_all((o.outputs, reference) for o in run.outcomes if o.ok)
         report.update(comparison.report())
     return report
+
+
+def _save_profiles(run: Any, problem: Problem, directory: Path, options: Any) -> dict[str, Any]:
+    """Each device's node times over the run (coinfer.runtime.measured_profiles), to DIRECTORY/DEVICE.json."""
+    from coinfer.profile.profile_file import save_profile
+    from coinfer.runtime.measured_profiles import refined_profile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = {"measured_on": "adapt", "emulation": "plan" if options.emulate else "off",
+                "requests": run.node_samples.requests}
+    saved = {}
+    for device, times in sorted(run.node_samples.by_device.items()):
+        profile = refined_profile(problem.graph, device, times, problem.node_time_s[device], settings)
+        path = directory / f"{device}.json"
+        save_profile(profile, path)
+        saved[device] = {"path": str(path), "method": profile.method,
+                         "measured_nodes": profile.settings["measured_nodes"]}
+    return saved
 
 
 def _timeline(run: Any, problem: Problem, traces: dict[tuple[str, str], Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from coinfer.cli.common import add_model_arguments, cache_dir, graph_from_args, print_json
+from coinfer.cli.run_cmd import add_key_arguments
 from coinfer.errors import UserInputError
 from coinfer.graph import Graph
 from coinfer.profile.timings import Profile
@@ -20,23 +21,33 @@ def register(sub: Any) -> None:
         "interquartile spread, a fixed thread count) and calibrates the roofline with it; "
         "--device analytic:NAME predicts times on a catalogued device (see 'coinfer devices'); "
         "--device regression predicts from per-op-type regressions fitted on the measured models "
-        "given with --fit-on.")
+        "given with --fit-on; --worker NAME=HOST:PORT measures every node on a running worker (coinfer worker) "
+        "over the secure runtime: it gets the weights, measures with warm-up and repeats, and reports its host.")
     add_model_arguments(p)
     p.add_argument("--device", default="local", metavar="local|analytic:NAME|regression",
                    help="where the times are for (default local)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs; the median is kept (default 10)")
     p.add_argument("--threads", type=int, help="torch threads while measuring (default: torch's default)")
-    p.add_argument("--fit-on", metavar="MODEL,MODEL,...", help="with --device regression: the models to "
-                   "measure here and fit the regression on (specs or graph files)")
+    p.add_argument("--fit-on", metavar="MODEL[=PROFILE],...", help="with --device regression: the models to fit "
+                   "the regression on (specs or graph files), measured here, or MODEL=PROFILE.json to fit on a "
+                   "profile measured elsewhere (coinfer profile --worker, run --save-profiles): the prediction is "
+                   "then for that device")
+    p.add_argument("--worker", action="append", default=[], metavar="NAME=HOST:PORT",
+                   help="measure on this running worker, which plays device NAME (repeatable: one profile each)")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="with --worker: the time one request may take")
+    add_key_arguments(p)
     p.add_argument("--top", type=int, default=10, help="print the N slowest nodes (default 10)")
-    p.add_argument("-o", "--output", type=Path, metavar="profile.json", help="write the profile here")
+    p.add_argument("-o", "--output", type=Path, metavar="profile.json",
+                   help="write the profile here (with several --worker: a directory, one NAME.json each)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of tables")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     graph = graph_from_args(args)
+    if args.worker:
+        return run_on_workers(graph, args)
     notes: list[str] = []
     if args.device == "local":
         profile = measure_here(graph, args)
@@ -62,6 +73,57 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(note)
     return 0
+
+
+def run_on_workers(graph: Graph, args: argparse.Namespace) -> int:
+    """`--worker`: a profile per worker, measured there (coinfer.runtime.remote_profile)."""
+    from coinfer.cli.run_cmd import parse_workers, read_inputs, remote_site, weight_progress
+    from coinfer.runtime.client import Client
+    from coinfer.runtime.remote_profile import profile_on_worker
+
+    if args.device != "local" or args.fit_on:
+        raise UserInputError("--worker measures on the worker: it takes no --device or --fit-on")
+    if args.threads is not None:
+        raise UserInputError("--worker measures at the worker's own thread count (coinfer worker --threads)")
+    given = parse_workers(",".join(args.worker))
+    if len(given) != len(args.worker):
+        raise UserInputError("--worker names a device twice; give each NAME=HOST:PORT once")
+    site = remote_site(args, given)
+    inputs = read_inputs([], graph)
+    profiles: list[Profile] = []
+    with Client(site.client_workers, site.sink_host, security=site.security) as client, weight_progress() as shipped:
+        sink = site.client_address(client.sink_port) if site.client_address else None
+        for device in given:
+            profiles.append(profile_on_worker(graph, device, client, site.endpoint, inputs, warmup=args.warmup,
+                                              repeats=args.repeats, timeout_s=args.timeout_s, client_address=sink,
+                                              progress=shipped))
+    written = _write_profiles(profiles, args.output)
+    if args.json:
+        print_json([{"graph": graph.name, "device": p.device, "method": p.method, "total_time_s": p.total_time_s,
+                     "nodes": len(p.node_time_s), "settings": dict(p.settings), "output": w}
+                    for p, w in zip(profiles, written, strict=True)])
+        return 0
+    for profile, where in zip(profiles, written, strict=True):
+        print(summary(graph, profile, args.top))
+        if where:
+            print(f"wrote {where}; use it with --profile {profile.device}={where}")
+        print()
+    return 0
+
+
+def _write_profiles(profiles: list[Profile], output: Path | None) -> list[str | None]:
+    from coinfer.profile.profile_file import save_profile
+
+    if output is None:
+        return [None] * len(profiles)
+    if len(profiles) == 1 and output.suffix == ".json":
+        save_profile(profiles[0], output)
+        return [str(output)]
+    output.mkdir(parents=True, exist_ok=True)
+    paths = [output / f"{p.device}.json" for p in profiles]
+    for profile, path in zip(profiles, paths, strict=True):
+        save_profile(profile, path)
+    return [str(p) for p in paths]
 
 
 def measure_here(graph: Graph, args: argparse.Namespace) -> Profile:
@@ -105,13 +167,19 @@ def regress(graph: Graph, args: argparse.Namespace) -> Profile:
 
     if not args.fit_on:
         raise UserInputError("--device regression needs --fit-on MODEL,MODEL,... (models to measure and fit on)")
+    from coinfer.profile.profile_file import load_profile
+
     pairs = []
-    for spec in args.fit_on.split(","):
-        fit_args = argparse.Namespace(**{**vars(args), "model": spec.strip()})
+    for item in (i.strip() for i in args.fit_on.split(",") if i.strip()):
+        spec, eq, path = item.partition("=")
+        fit_args = argparse.Namespace(**{**vars(args), "model": spec})
         fit_graph = graph_from_args(fit_args)
-        pairs.append((fit_graph, measure_here(fit_graph, fit_args)))
+        pairs.append((fit_graph, load_profile(path, fit_graph) if eq else measure_here(fit_graph, fit_args)))
+    devices = sorted({p.device for _, p in pairs})
+    if len(devices) > 1:
+        raise UserInputError(f"--fit-on mixes profiles of devices {', '.join(devices)}: a regression is of one device")
     model = regression.fit(pairs)
-    return regression.predict(model, graph, "regression:local")
+    return regression.predict(model, graph, f"regression:{devices[0]}")
 
 
 def summary(graph: Graph, profile: Profile, top: int) -> str:

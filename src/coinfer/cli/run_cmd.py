@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +39,9 @@ def register(sub: Any) -> None:
     p.add_argument("--save-output", metavar="y.npy", help="save the first request's output (.npz if several)")
     p.add_argument("--weights", metavar="FILE", help="run with this state dict (.safetensors, or a .pt read "
                    "weights-only) instead of the one the plan names; it is shipped to the workers")
+    p.add_argument("--save-profiles", type=Path, metavar="DIR", help="save each device's node times measured in "
+                   "this run as DIR/DEVICE.json, for plan --profile DEVICE=FILE (nodes a device did not run: the "
+                   "plan's times, scaled as its measured ones were; with --emulate plan, the emulated times)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)
 
@@ -127,7 +129,10 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
         shaping=args.shaping, traces=read_traces(args.link_trace, args.trace_speedup, problem),
         micro_batch=args.micro_batch, weights=getattr(args, "weights", None),
         recover=not args.no_recover, down_after_s=args.down_after_s,
+        telemetry=getattr(args, "save_profiles", None) is not None,
     )
+    if options.telemetry and options.micro_batch > 1:
+        raise UserInputError("--save-profiles times nodes at batch 1; drop --micro-batch")
     saved: dict[str, np.ndarray] = {}
 
     with _workers(args, devices, options.shaping, problem) as site, \
@@ -141,6 +146,8 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
         sink = site.client_address(client.sink_port) if site.client_address else None
         report = run_plan(plan, problem, client, site.endpoint, options, inputs, on_done=done, client_address=sink,
                           progress=shipped)
+        if options.telemetry:
+            report["saved_profiles"] = save_run_profiles(plan, problem, client, args.save_profiles, options)
     if getattr(args, "save_output", None) and saved:
         path = Path(args.save_output)
         if len(saved) == 1:
@@ -149,6 +156,27 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
             np.savez(path, **saved)  # type: ignore[arg-type]
         report["saved_output"] = str(path)
     return report
+
+
+def save_run_profiles(plan: Plan, problem: Problem, client: Any, directory: Path, options: Any) -> dict[str, Any]:
+    """Each device's profile from the run's telemetry (coinfer.runtime.measured_profiles), written
+    to DIRECTORY/DEVICE.json; where each went, and the devices whose nodes could not be timed."""
+    from coinfer.profile.profile_file import save_profile
+    from coinfer.runtime.batching import FIRST_REQUEST_ID
+    from coinfer.runtime.measured_profiles import run_profiles
+
+    settings = {"measured_on": "run", "plan": str(plan), "emulation": "plan" if options.emulate else "off",
+                "shaping": options.shaping}
+    ids = range(FIRST_REQUEST_ID, FIRST_REQUEST_ID + options.requests)
+    profiles, untimed = run_profiles(problem, client, ids, settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for device, profile in profiles.items():
+        path = directory / f"{device}.json"
+        save_profile(profile, path)
+        written[device] = {"path": str(path), "method": profile.method,
+                           "measured_nodes": profile.settings["measured_nodes"]}
+    return {"profiles": written, "untimed": sorted(untimed)}
 
 
 @dataclass(frozen=True)
@@ -189,11 +217,7 @@ def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str, p
     if not getattr(args, "local", False):
         if shaping == "kernel":
             raise UserInputError("--shaping kernel needs --local (coinfer creates the namespaces itself)")
-        given = parse_workers(args.workers)
-        faces = {d: _facing_ip(address) for d, address in given.items()}
-        yield Site(lambda device, _seen: given[device], given, "0.0.0.0",
-                   lambda port: lambda device: f"tcp://{faces[device]}:{port}",
-                   client_security(args, tuple(given)))
+        yield remote_site(args, parse_workers(args.workers))
         return
     topology_cm: Any = contextlib.nullcontext(None)
     if shaping == "kernel":
@@ -217,15 +241,13 @@ def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str, p
                        lambda port: lambda device: f"tcp://{topology.root_address(device)}:{port}", workers.security)
 
 
-def _facing_ip(endpoint: str) -> str:
-    """This machine's address on the route to `endpoint` (what a remote worker can connect back to)."""
-    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((host, 9))  # UDP connect sends nothing; it only picks the route
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
+def remote_site(args: argparse.Namespace, given: dict[str, str]) -> Site:
+    """Workers at the addresses `given` (device -> tcp://HOST:PORT), reached with --key and --worker-keys."""
+    from coinfer.runtime.client import facing_ip
+
+    faces = {d: facing_ip(address) for d, address in given.items()}
+    return Site(lambda device, _seen: given[device], given, "0.0.0.0",
+                lambda port: lambda device: f"tcp://{faces[device]}:{port}", client_security(args, tuple(given)))
 
 
 @contextlib.contextmanager
@@ -341,6 +363,12 @@ def run_report(r: dict[str, Any]) -> str:
     if recovery.get("replayed") or recovery.get("stale_dropped"):
         lines.append(f"recovery: {recovery['replayed']} request(s) replayed, {recovery['stale_dropped']} stale "
                      f"answer(s) dropped; final plan {recovery['final_plan']}")
+    saved = r.get("saved_profiles") or {}
+    for device, p in saved.get("profiles", {}).items():
+        lines.append(f"profile: {device}: {p['method']} ({p['measured_nodes']} node(s) measured) -> {p['path']}; "
+                     f"use it with plan --profile {device}={p['path']}")
+    for device in saved.get("untimed", []):
+        lines.append(f"profile: {device}: its ONNX stages run as one session each, so no node times to save")
     for e in r["errors"][:5]:
         lines.append(f"error: {e.get('worker', '?')}: {e.get('error')}")
     return "\n".join(lines)

@@ -3,7 +3,7 @@
     {"version": 1,
      "graph_name": "resnet18", "graph_digest": "3f1c...",   # graph_digest() of the profiled graph
      "device": "local",                                      # or "analytic:rpi4b", a cluster device name
-     "method": "measured",                                   # "measured" | "analytic" | "regression"
+     "method": "measured",                                   # "measured" | "analytic" | "regression" | "refined"
      "settings": {"threads": 2, "repeats": 10, ...},         # what produced the numbers (free-form)
      "nodes": {"conv1": {"time_s": 0.0123, "spread_s": 0.0004}, ...}}
 
@@ -41,7 +41,7 @@ class ProfileDoc(_Strict):
     graph_name: str
     graph_digest: str = Field(min_length=1)
     device: str = Field(min_length=1)
-    method: Literal["measured", "analytic", "regression"]
+    method: Literal["measured", "analytic", "regression", "refined"]
     settings: dict[str, Any] = {}
     nodes: dict[str, NodeTimeDoc] = Field(min_length=1)
 

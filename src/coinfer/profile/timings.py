@@ -1,7 +1,9 @@
 """A profile: the time of every node of one graph on one device.
 
-Measured on real hardware (`coinfer.profile.measure`), predicted by a roofline from FLOPs and bytes
-(`coinfer.profile.analytic`) or by a per-op-type regression (`coinfer.profile.regression`). The
+Measured on real hardware (`coinfer.profile.measure` here, `coinfer.runtime.remote_profile` on a
+worker), predicted by a roofline from FLOPs and bytes (`coinfer.profile.analytic`) or by a
+per-op-type regression (`coinfer.profile.regression`), or refined from a run: the nodes a device ran
+measured, the others predicted and scaled (`coinfer.runtime.measured_profiles`). The
 cost model only reads `node_time_s`; the rest says where the numbers came from so that a reader of
 the JSON can judge them.
 """
@@ -14,7 +16,7 @@ from typing import Literal
 
 PROFILE_FORMAT_VERSION = 1
 
-ProfileMethod = Literal["measured", "analytic", "regression"]
+ProfileMethod = Literal["measured", "analytic", "regression", "refined"]
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from coinfer.problem import Problem
 from coinfer.runtime.client import Client, Outcome
 from coinfer.runtime.delivery import Reroute, replay
 from coinfer.runtime.deploy import with_run_weights
+from coinfer.runtime.measured_profiles import NodeSamples
 from coinfer.runtime.recovery import Recovery
 from coinfer.runtime.run import ClientAddress, Endpoint, RunOptions, deploy, deploy_with_traces_from_now
 from coinfer.runtime.watchdog import Watchdog
@@ -82,6 +83,7 @@ class AdaptiveRun:
     stale_dropped: int = 0  # answers of an earlier attempt of a replayed request, dropped
     health: list[dict[str, Any]] = field(default_factory=list)  # the watchdog's verdicts and what was done
     elapsed_s: float = 0.0
+    node_samples: NodeSamples = field(default_factory=NodeSamples)  # each device's node times, for saved profiles
 
 
 def serve_adaptive(problem: Problem, static: Plan, policy: Policy, client: Client, endpoint: Endpoint,
@@ -196,8 +198,9 @@ class _Loop:
     def _observe(self, outcome: Outcome, version: int, next_id: int, in_flight: int) -> None:
         """Record one finished request and let the policy decide on it."""
         run = self.run
-        record = _record(outcome, version, self.plans[version], self.problem,
-                         self.client.telemetry.pop((version, outcome.request_id), []), self.start_s,
+        reports = self.client.telemetry.pop((version, outcome.request_id), [])
+        run.node_samples.add(reports)
+        record = _record(outcome, version, self.plans[version], self.problem, reports, self.start_s,
                          self.start_unix_s)
         run.records.append(record)
         run.outcomes.append(outcome)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -270,3 +271,14 @@ class Client:
         else:
             key = (message.header.plan_version, message.header.request_id)
             self.telemetry.setdefault(key, []).append(body)
+
+
+def facing_ip(endpoint: str) -> str:
+    """This machine's address on the route to `endpoint` (what a remote worker can connect back to)."""
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))  # UDP connect sends nothing; it only picks the route
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

@@ -62,6 +62,11 @@ class LocalWorkers:
             publics = {d: load_keypair(write_keypair(keys, d)[1]).public for d in self.devices}
             self.security = ClientSecurity(load_keypair(keys / "client.key_secret"), publics)
 
+    @property
+    def keys_dir(self) -> Path | None:
+        """Where the throwaway keys are: client.key_secret and one DEVICE.key per worker (None: --insecure)."""
+        return Path(self._log_dir.name) / "keys" if self.security is not None else None
+
     def __enter__(self) -> LocalWorkers:
         try:
             for device in self.devices:

@@ -56,7 +56,9 @@ class OnnxStages:
                 raise WireError(f"{where} does not load in onnxruntime: {str(exc).splitlines()[0]}") from None
             self.feeds[stage.index] = {str(k): str(v) for k, v in doc["feeds"].items()}
 
-    def run(self, stage: RunStage, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, stage: RunStage, values: Mapping[str, np.ndarray],
+            node_s: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+        # one onnxruntime session per stage: its nodes' times cannot be told apart, so node_s stays as it is
         if not stage.ops:
             return {}
         feed = {name: values[value] for name, value in self.feeds[stage.index].items()}

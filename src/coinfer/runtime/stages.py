@@ -33,5 +33,8 @@ class Stages(Protocol):
 
     index: ProgramIndex
 
-    def run(self, stage: RunStage, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The stage's `keep` values, computed from `values` (which hold at least its `needs`)."""
+    def run(self, stage: RunStage, values: Mapping[str, np.ndarray],
+            node_s: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+        """The stage's `keep` values, computed from `values` (which hold at least its `needs`). With
+        `node_s`, also the compute time of each of its nodes, added there, where the executor can tell
+        them apart (remote profiling, coinfer.profile.remote)."""

@@ -16,6 +16,7 @@ as numpy arrays that share memory with the tensors, except where a received fram
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -83,7 +84,8 @@ class TorchStages:
                 raise WireError(f"{where} reads weight {ref.name!r}, which the deployment does not ship")
         return _Call(resolve_target(doc["target"], where), args, kwargs, owner)
 
-    def run(self, stage: RunStage, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, stage: RunStage, values: Mapping[str, np.ndarray],
+            node_s: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         torch = self.torch
         local: dict[str, Any] = {}
 
@@ -100,11 +102,14 @@ class TorchStages:
         with torch.inference_mode():
             for i, name in enumerate(stage.ops):
                 call = self.calls[name]
+                start = time.perf_counter() if node_s is not None else 0.0
                 try:
                     local[name] = call.target(*_fill(call.args, lookup),
                                               **{k: _fill(v, lookup) for k, v in call.kwargs.items()})
                 except Exception as exc:  # any op error is the stage's failure, reported by node
                     raise StageFailure(call.owner, call.label, exc) from exc
+                if node_s is not None:  # an op's time is its node's (a node is one or more ops)
+                    node_s[call.owner] = node_s.get(call.owner, 0.0) + time.perf_counter() - start
                 for value in frees[i]:
                     local.pop(value, None)
         return {v: _to_numpy(local[v], v) for v in stage.keep}

@@ -229,13 +229,16 @@ class Compute:
         self.outgoing.to_client(wire.Kind.CONTROL, body, header.request_id, header.plan_version)
 
     def _run_stage(self, d: Deployment, stage: RunStage, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        node_s: dict[str, float] | None = {} if self._current is not None else None  # timed only under telemetry
         start = time.perf_counter()
-        out = d.stages.run(stage, values)
+        out = d.stages.run(stage, values, node_s)
         compute_s = time.perf_counter() - start
         target_s = d.stage_time_s.get(stage.index)
-        if target_s is not None and target_s > compute_s:
-            time.sleep(target_s - compute_s)
+        hold_s = target_s - compute_s if target_s is not None else 0.0
+        if hold_s > 0:
+            time.sleep(hold_s)
         held_s = time.perf_counter() - start
+        stretch = held_s / target_s if hold_s > 0 and target_s else None
         with self._lock:
             times = self.stage_times.setdefault((d.plan_version, stage.index), StageTimes())
             times.compute_s.append(compute_s)
@@ -244,7 +247,8 @@ class Compute:
         if self._current is not None:
             self._current.stages.append({"index": stage.index, "node_ids": list(stage.node_ids),
                                          "compute_s": compute_s, "held_s": held_s,
-                                         "target_s": target_s, "at_unix_s": time.time()})
+                                         "target_s": target_s, "at_unix_s": time.time(),
+                                         "node_s": _node_times(d, stage, node_s, stretch)})
         return out
 
     # -- statistics -------------------------------------------------------------------------
@@ -270,3 +274,16 @@ class Compute:
                     "emulated_s": d.stage_time_s.get(index) if d else None,
                 })
             return rows
+
+
+def _node_times(d: Deployment, stage: RunStage, node_s: dict[str, float] | None,
+                stretch: float | None) -> dict[str, float] | None:
+    """Each node's time in a stage run, as the device this worker plays would take it: measured, or
+    while emulation held the stage, the node's emulated time scaled as the stage's hold was (it
+    slept for what the measured ops left of the stage's emulated time). None where the executor
+    cannot time nodes apart (an ONNX stage)."""
+    if stretch is not None:
+        return {n: d.node_time_s[n] * stretch for n in stage.node_ids}
+    if not node_s:
+        return None
+    return {n: node_s.get(n, 0.0) for n in stage.node_ids}  # a node of no op (a view folded away) takes none

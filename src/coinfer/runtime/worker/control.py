@@ -18,6 +18,9 @@ weight blobs are BLOB messages on the same socket (coinfer.runtime.wire), not an
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import platform
 import threading
 import uuid
 from collections.abc import Callable
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from coinfer.profile.host import cpu_model
 from coinfer.runtime.worker.compute import Cancel, Compute, Undeploy
 from coinfer.runtime.worker.config import WorkerConfig
 from coinfer.runtime.worker.outgoing import Outgoing
@@ -69,7 +73,7 @@ class Control:
                 "pending": sorted(self.preparer.pending), "emulate": self.config.emulate,
                 "threads": self.config.threads, "data_port": self.data_port, "secure": self.config.secure,
                 "compute": "alive" if self.compute.alive else (self.compute.failure or "stopped"),
-                "queued": self.compute.inbox.qsize()}
+                "queued": self.compute.inbox.qsize(), "host": host_description()}
 
     def heartbeat(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
         beat = _int(body.get("beat", 0), "beat")
@@ -116,6 +120,21 @@ class Control:
     def shutdown(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
         self.stopping.set()
         return {"ok": True}
+
+
+def host_description() -> dict[str, Any]:
+    """What a profile measured here records of the machine (coinfer.runtime.remote_profile)."""
+    return {"cpu_model": cpu_model(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch_version": _version("torch"),
+            "onnxruntime_version": _version("onnxruntime")}
+
+
+def _version(package: str) -> str | None:
+    """An installed package's version, without importing it (a health check must stay cheap)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _int(value: Any, name: str) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -117,6 +117,7 @@ class Deployment:
     codecs: Mapping[str, str]
     stage_time_s: Mapping[int, float]
     telemetry: bool = False
+    node_time_s: Mapping[str, float] = field(default_factory=dict)  # emulation's time for each node it holds for
 
 
 def parse_deploy(body: dict[str, Any], config: WorkerConfig) -> Pending:
@@ -176,7 +177,7 @@ def build_deployment(pending: Pending, loaded: Mapping[str, Any], config: Worker
     where = f"deploy of plan version {doc.plan_version} on {doc.device}"
     try:
         stages = _stages(pending, loaded, config.threads)
-        stage_time_s = _stage_times(mine, pending.problem, config, doc.emulate, doc.micro_batch)
+        node_time_s = _emulated_node_times(mine, pending.problem, config, doc.emulate, doc.micro_batch)
     except CoinferError as exc:
         raise DeploymentError(f"{where}: {exc}") from None
     codecs = getattr(pending.plan, "codecs", {}) or {}
@@ -188,7 +189,8 @@ def build_deployment(pending: Pending, loaded: Mapping[str, Any], config: Worker
         client_key=doc.client_key.encode() if doc.client_key else None,
         shapers={t: _shaper(link) for t, link in doc.links.items()}, link_docs=doc.links,
         codecs={t: str(c) for (s, t), c in codecs.items() if s == doc.device},
-        stage_time_s=stage_time_s, telemetry=doc.telemetry,
+        stage_time_s={st.index: sum(node_time_s[n] for n in st.node_ids) for st in mine.stages}
+        if node_time_s else {}, telemetry=doc.telemetry, node_time_s=node_time_s,
     )
 
 
@@ -250,10 +252,11 @@ def _shaper(link: LinkDoc) -> LinkShaper:
     return LinkShaper(bandwidth, link.latency_s, link.overhead_s)
 
 
-def _stage_times(mine: DeviceRoute, problem: Problem, config: WorkerConfig, from_plan: bool,
-                 micro_batch: int) -> dict[int, float]:
-    """Per stage, the time emulation holds it for: the worker's own --emulate device's roofline, else
-    the plan's times (at micro-batch K: of the batched graph, as coinfer.runtime.batching models it)."""
+def _emulated_node_times(mine: DeviceRoute, problem: Problem, config: WorkerConfig, from_plan: bool,
+                         micro_batch: int) -> dict[str, float]:
+    """Per node of this device's stages, the time emulation holds it for (a stage: the sum of its
+    nodes'): the worker's own --emulate device's roofline, else the plan's times (at micro-batch K:
+    of the batched graph, as coinfer.runtime.batching models it); empty without emulation."""
     node_time_s: Mapping[str, float]
     if config.emulate is not None:
         from coinfer.profile.analytic import predict
@@ -271,4 +274,4 @@ def _stage_times(mine: DeviceRoute, problem: Problem, config: WorkerConfig, from
     missing = [n for s in mine.stages for n in s.node_ids if n not in node_time_s]
     if missing:
         raise PlanError(f"emulation needs a predicted time for every node on {mine.device}; {missing[:3]} have none")
-    return {s.index: sum(node_time_s[n] for n in s.node_ids) for s in mine.stages}
+    return {n: node_time_s[n] for s in mine.stages for n in s.node_ids}
