@@ -101,23 +101,27 @@ def _solve_with_standbys(name: str, problem: Problem) -> Plan:
     """The solver's plan with the greedy standbys (coinfer.solve.replicas). A solver that cannot
     choose standbys treats a reliability floor as a limit on its placement (keeping everything on
     devices that never fail, whatever it costs), so it also solves without the floor, for the
-    standbys to meet it; the better of the two plans with their standbys wins."""
+    standbys to meet it; so does one that chooses them but found no plan under the floor (`ilp`
+    allows one standby per node where links can fail, the greedy pass up to three). The better of
+    the plans with their standbys wins."""
     from coinfer.cost import evaluate
     from coinfer.errors import InfeasibleError
     from coinfer.solve.replicas import choose_standbys
     from coinfer.solve.unreliability import wants_standbys
 
     solve = get_solver(name)
-    problems = [problem]
-    if wants_standbys(problem) and problem.constraints.min_reliability is not None and name not in _CHOOSE_STANDBYS:
-        problems.append(replace(problem, constraints=replace(problem.constraints, min_reliability=None)))
+    floored = wants_standbys(problem) and problem.constraints.min_reliability is not None
+    unfloored = replace(problem, constraints=replace(problem.constraints, min_reliability=None))
+    attempts = [problem, unfloored] if floored and name not in _CHOOSE_STANDBYS else [problem]
     candidates: list[Plan] = []
     refusal: InfeasibleError | None = None
-    for each in problems:
+    for each in attempts:
         try:
             candidates.append(choose_standbys(solve(each), problem))
         except InfeasibleError as exc:
             refusal = refusal or exc
+            if floored and each is problem and not any(a is unfloored for a in attempts):
+                attempts.append(unfloored)
     if not candidates:
         assert refusal is not None
         raise refusal

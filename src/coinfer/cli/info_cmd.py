@@ -41,18 +41,24 @@ def run_presets(args: argparse.Namespace) -> int:
 
 def run_devices(args: argparse.Namespace) -> int:
     from coinfer.profile.catalog import CATALOG
+    from coinfer.profile.sustained import fits
 
     specs = list(CATALOG.values())
+    sustained = {name: {fw: f.to_dict() for (device, fw), f in fits().items() if device == name} for name in CATALOG}
     if args.json:
         print_json([{"name": s.name, "description": s.description, "kind": s.kind,
                      "peak_flops_per_s": s.peak_flops_per_s,
                      "memory_bandwidth_bytes_per_s": s.memory_bandwidth_bytes_per_s,
-                     "memory_bytes": s.memory_bytes, "power_w": s.power_w, "sources": list(s.sources)}
-                    for s in specs])
+                     "memory_bytes": s.memory_bytes, "power_w": s.power_w, "sources": list(s.sources),
+                     "sustained": sustained[s.name]} for s in specs])
         return 0
-    print(table(["device", "kind", "peak GFLOP/s", "memory GB/s", "memory GB", "power W", "description"],
+    print(table(["device", "kind", "peak GFLOP/s", "memory GB/s", "memory GB", "power W", "sustained fits",
+                 "description"],
                 [[s.name, s.kind, s.peak_flops_per_s / 1e9, s.memory_bandwidth_bytes_per_s / 1e9,
-                  s.memory_bytes / 1e9, s.power_w, s.description] for s in specs]))
+                  s.memory_bytes / 1e9, s.power_w, ", ".join(sustained[s.name]) or "none (peak-only)", s.description]
+                 for s in specs]))
+    print("\nsustained fits: what a device sustains under a framework, fitted to published latencies "
+          "(cluster field 'framework'; docs/profiles.md). Without one, predictions are peak-only and uncalibrated.")
     return 0
 
 

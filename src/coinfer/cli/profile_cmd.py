@@ -26,6 +26,8 @@ def register(sub: Any) -> None:
     add_model_arguments(p)
     p.add_argument("--device", default="local", metavar="local|analytic:NAME|regression",
                    help="where the times are for (default local)")
+    p.add_argument("--framework", choices=["pytorch", "onnxruntime"], help="with --device analytic:NAME: predict what "
+                   "the device sustains under this framework, fitted to published latencies (coinfer devices)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs; the median is kept (default 10)")
     p.add_argument("--threads", type=int, help="torch threads while measuring (default: torch's default)")
@@ -49,11 +51,16 @@ def run(args: argparse.Namespace) -> int:
     if args.worker:
         return run_on_workers(graph, args)
     notes: list[str] = []
+    if args.framework and not args.device.startswith("analytic:"):
+        raise UserInputError("--framework predicts a catalogued device: use it with --device analytic:NAME")
     if args.device == "local":
         profile = measure_here(graph, args)
         notes.append(f"calibrated the roofline on it: {save_local_calibration(graph, profile, args)}")
     elif args.device.startswith("analytic:"):
         profile = predict_on(graph, args.device.removeprefix("analytic:"), args)
+        if not profile.settings.get("calibrated"):
+            notes.append("uncalibrated: datasheet peaks only; give --framework for a device with sustained fits "
+                         "(coinfer devices), or measure on it with --worker")
     elif args.device == "regression":
         profile = regress(graph, args)
     else:
@@ -156,6 +163,11 @@ def predict_on(graph: Graph, name: str, args: argparse.Namespace) -> Profile:
     from coinfer.profile.analytic import predict
     from coinfer.profile.calibration_file import default_calibration_path, load_calibration
     from coinfer.profile.catalog import device_spec
+
+    if args.framework:
+        from coinfer.profile.sustained import predict_sustained, sustained_fit
+
+        return predict_sustained(graph, device_spec(name), sustained_fit(name, args.framework))
 
     path = default_calibration_path(cache_dir(args))
     calibration = load_calibration(path) if path.is_file() else None

@@ -57,6 +57,7 @@ class DeviceDoc(_Strict):
     background: BackgroundDoc | None = None
     origin: bool = False
     idle_power_w: float = Field(default=0.0, ge=0)
+    framework: Literal["pytorch", "onnxruntime"] | None = None
 
     @model_validator(mode="after")
     def _one_compute_source(self) -> DeviceDoc:
@@ -65,6 +66,9 @@ class DeviceDoc(_Strict):
                              "(see 'coinfer devices')")
         if self.dvfs is not None and self.flops_per_s is not None:
             raise ValueError("give either 'dvfs' (which sets the speed from its clock) or 'flops_per_s', not both")
+        if self.framework is not None and (self.device is None or self.flops_per_s is not None or self.dvfs):
+            raise ValueError("'framework' predicts a catalogued 'device' by what it sustains under that framework; "
+                             "give 'device' (see 'coinfer devices') and no 'flops_per_s' or 'dvfs'")
         if self.idle_power_w > 0 and not self.origin:
             raise ValueError("'idle_power_w' is what the origin draws while it waits for its answer; a server's "
                              "waiting time serves other requests, so only the origin may set it")
@@ -178,6 +182,7 @@ def _device(name: str, doc: DeviceDoc, where: str | Path) -> Device:
         time_model="roofline" if catalog is not None and doc.flops_per_s is None and dvfs is None else "flops",
         origin=doc.origin,
         idle_power_w=doc.idle_power_w,
+        framework=doc.framework,
     )
 
 
@@ -272,6 +277,8 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
                    failure_probability=d.failure_probability, origin=d.origin)
         if d.idle_power_w:
             doc["idle_power_w"] = d.idle_power_w
+        if d.framework is not None:
+            doc["framework"] = d.framework
         if d.background is not None:
             b = d.background
             doc["background"] = {"arrival_rate_per_s": b.arrival_rate_per_s,

@@ -109,6 +109,7 @@ def predict(graph: Graph, spec: DeviceSpec, calibration: Calibration | None = No
         "memory_bandwidth_bytes_per_s": spec.memory_bandwidth_bytes_per_s,
         "node_overhead_s": overhead_s, "efficiency": efficiency,
         "calibrated_on": list(calibration.fitted_on) if calibration else None,
+        "calibrated": calibration is not None,
     }
     return Profile(graph.name, graph_digest(graph), f"analytic:{spec.name}", "analytic", times, {}, settings)
 

@@ -2,8 +2,9 @@
 
 For each device, in this order of preference:
 1. a profile given for that device name (measured on it, or predicted and saved);
-2. its catalogued hardware's roofline (`time_model: roofline`), calibrated when a calibration of
-   this machine is available;
+2. its catalogued hardware: what it sustains under its `framework` (coinfer.profile.sustained,
+   fitted to published latencies; peak-only where nothing is published), else the roofline of its
+   datasheet peaks, calibrated when a calibration of this machine is available;
 3. the survey's compute model, FLOPs / `flops_per_s`.
 """
 
@@ -54,12 +55,24 @@ def resolve_times(
 
 
 def _predicted(graph: Graph, device: Device, calibration: Calibration | None) -> tuple[dict[str, float], str]:
+    if device.time_model == "roofline" and device.catalog is not None and device.framework is not None:
+        from coinfer.profile.catalog import device_spec
+        from coinfer.profile.sustained import predict_sustained, sustained_fit
+
+        fit = sustained_fit(device.catalog, device.framework)
+        profile = predict_sustained(graph, device_spec(device.catalog), fit)
+        if fit is None:
+            return dict(profile.node_time_s), (f"roofline:{device.catalog} (peak-only, uncalibrated: nothing "
+                                               f"published for {device.framework})")
+        return dict(profile.node_time_s), (f"sustained:{device.catalog} ({device.framework}, fitted on "
+                                           f"{len(fit.fitted_on)} published models)")
     if device.time_model == "roofline" and device.catalog is not None:
         from coinfer.profile.analytic import predict
         from coinfer.profile.catalog import device_spec
 
         profile = predict(graph, device_spec(device.catalog), calibration)
-        tag = f"calibrated on {', '.join(calibration.fitted_on)}" if calibration is not None else "default efficiencies"
+        tag = (f"calibrated on {', '.join(calibration.fitted_on)} here" if calibration is not None
+               else "peak-only, uncalibrated; give it a framework for its sustained speed")
         return dict(profile.node_time_s), f"roofline:{device.catalog} ({tag})"
     return ({n.id: compute_time_s(n.flops, device.flops_per_s) for n in graph.nodes},
             f"flops: {device.flops_per_s:.3g} FLOP/s")

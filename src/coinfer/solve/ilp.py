@@ -57,8 +57,8 @@ from coinfer.problem import Metric, Problem
 from coinfer.solve.ilp_model import LIMIT_MARGIN, Caps, Metrics, MilpModel, build, metrics, single_resource_rows
 from coinfer.solve.ilp_reliability import MAX_FAILURE_STATES, reliability_form, standbys_exact, state_count
 from coinfer.solve.pipeline_dp import pipeline_dp
-from coinfer.solve.replicas import choose_standbys
-from coinfer.solve.unreliability import unreliability_weight, wants_standbys
+from coinfer.solve.replicas import MAX_STANDBYS_PER_STAGE, choose_standbys
+from coinfer.solve.unreliability import wants_standbys
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ PIPELINE_MAX_NODES = 1500
 # Each standby costs this much of the scaled objective (a simple plan costs OBJECTIVE_SCALE): among
 # plans equal to 1e-7 the one with fewer standbys wins, and a standby that buys nothing is not taken.
 STANDBY_TIE_BREAK = 1e-3
+# Where links can fail a failover's hops depend on which standby takes over; with one standby per
+# node that is linear in the placement (coinfer.solve.ilp_reliability).
+ONE_STANDBY_WITH_LINKS = 1
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: s
     terms_ = _reliability_terms(problem)
     singles = [evaluate(all_on(problem.graph, d), problem) for d in problem.cluster.device_names]
     incumbent = _incumbent(problem, singles, terms_)
-    model = build(problem, _caps(problem, incumbent), standbys=terms_.standbys)
+    model = build(problem, _caps(problem, incumbent), standbys=terms_.most_standbys)
     arguments, scale = _arguments(model, singles, terms_)
     res = _run(arguments, time_limit_s, presolve=True)
     found = _read(res, model)
@@ -128,12 +131,20 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: s
 
 @dataclass(frozen=True)
 class ReliabilityTerms:
-    """How the MILP prices reliability (coinfer.solve.ilp_reliability): `priced` adds the form R,
-    `standbys` adds standby variables and the floor R >= min_reliability; without standbys the
-    floor is left to the standby pass after the solver (coinfer.solve.replicas)."""
+    """How the MILP prices reliability (coinfer.solve.ilp_reliability): `priced` adds the form R
+    and, with `standbys`, standby variables and the floor R >= min_reliability; `with_links` puts
+    the links in the failure states, and then a node has at most one standby. Unpriced, the
+    standbys and the floor are left to the greedy pass after the solver (coinfer.solve.replicas)."""
 
     priced: bool = False
     standbys: bool = False
+    with_links: bool = False
+
+    @property
+    def most_standbys(self) -> int:
+        if not self.standbys:
+            return 0
+        return ONE_STANDBY_WITH_LINKS if self.with_links else MAX_STANDBYS_PER_STAGE
 
 
 def _reliability_terms(problem: Problem) -> ReliabilityTerms:
@@ -141,13 +152,11 @@ def _reliability_terms(problem: Problem) -> ReliabilityTerms:
         return ReliabilityTerms()
     if standbys_exact(problem) and state_count(problem, with_links=False) <= MAX_FAILURE_STATES:
         return ReliabilityTerms(priced=True, standbys=True)
-    if unreliability_weight(problem) > 0 and state_count(problem, with_links=True) <= MAX_FAILURE_STATES:
-        log.info("ilp: links can fail or are missing, so the ILP prices the placement's reliability and the "
-                 "standby pass chooses standbys")
-        return ReliabilityTerms(priced=True)
-    if unreliability_weight(problem) > 0:
-        log.warning("ilp: over %d failure states; the placement is solved without the unreliability term and the "
-                    "standby pass prices it", MAX_FAILURE_STATES)
+    if state_count(problem, with_links=True) <= MAX_FAILURE_STATES:
+        return ReliabilityTerms(priced=True, standbys=True, with_links=True)
+    log.warning("ilp: over %d failure states (devices and links that can fail); the placement is solved without "
+                "reliability, and the standby pass after it meets the floor or prices unreliability",
+                MAX_FAILURE_STATES)
     return ReliabilityTerms()
 
 
@@ -163,7 +172,7 @@ def _standby_count(plan: Plan) -> int:
 def _arguments(model: MilpModel, singles: list[Breakdown],
                terms_: ReliabilityTerms) -> tuple[dict[str, Any], float]:
     """scipy.optimize.milp's arguments for the model, and the factor the objective is scaled by."""
-    form = reliability_form(model, with_links=not terms_.standbys) if terms_.priced else {}
+    form = reliability_form(model, with_links=terms_.with_links) if terms_.priced else {}
     lin = metrics(model)
     objective = _objective(model, lin, form)
     # Subnormal coefficients (a price of 1e-313 USD per byte) would overflow the scaling below;
@@ -216,7 +225,8 @@ def _incumbent(problem: Problem, singles: list[Breakdown], terms_: ReliabilityTe
     that meet a reliability floor, when the MILP chooses standbys) and, for a bottleneck objective
     on a small cluster, `pipeline-dp`'s pipeline (25 ms for 500 nodes x 4 devices)."""
     plans = [(all_on(problem.graph, d), b) for d, b in zip(problem.cluster.device_names, singles, strict=True)]
-    if terms_.standbys and problem.constraints.min_reliability is not None:
+    if terms_.standbys and not terms_.with_links and problem.constraints.min_reliability is not None:
+        # (with links in the states the MILP allows one standby per node, fewer than the greedy pass)
         plans = [_with_greedy_standbys(p, problem) or (p, b) for p, b in plans]
     if (problem.objective.weights.get("bottleneck_s", 0.0) > 0 and len(problem.cluster.devices) <= PIPELINE_MAX_DEVICES
             and len(problem.graph.nodes) <= PIPELINE_MAX_NODES):

@@ -18,7 +18,8 @@ Variables (all in [0, 1] unless said otherwise):
 - The result's return o <- p is linear already: x[r,p] for every graph output r and p != o.
 - used[d] >= x[v,d] when d has a queueing time (background load): charged once per request.
 - s[v,d] binary, only when the model chooses standbys (`build(..., standbys=True)`): device d
-  stands by for node v; x[v,d] + s[v,d] <= 1 and sum_d s[v,d] <= MAX_STANDBYS_PER_STAGE. A standby
+  stands by for node v; x[v,d] + s[v,d] <= 1 and sum_d s[v,d] <= the most per node (three, or one
+  where links can fail: coinfer.solve.ilp_reliability). A standby
   computes nothing and adds no latency, energy or money; it holds v's weights and needs v's working
   set when it takes over, so it counts in d's memory rows like x. What it buys is reliability:
   coinfer.solve.ilp_reliability.
@@ -64,7 +65,6 @@ from numpy.typing import NDArray
 
 from coinfer.cost import terms
 from coinfer.problem import Problem
-from coinfer.solve.replicas import MAX_STANDBYS_PER_STAGE
 from coinfer.solve.symmetry import interchangeable_groups
 
 FloatArray = NDArray[np.float64]
@@ -146,10 +146,10 @@ class MilpModel:
         return v * len(self.devices) + d
 
 
-def build(problem: Problem, caps: Caps | None = None, *, standbys: bool = False) -> MilpModel:
+def build(problem: Problem, caps: Caps | None = None, *, standbys: int = 0) -> MilpModel:
     """The placement MILP for `problem` (rows for its constraints; objective via `metrics`),
-    without the plans that break `caps`, and with standby variables when `standbys` (see the
-    module docstring)."""
+    without the plans that break `caps`, and with standby variables for up to `standbys` per node
+    (see the module docstring)."""
     graph, cluster = problem.graph, problem.cluster
     devices = list(cluster.device_names)
     caps = caps or Caps()
@@ -159,7 +159,7 @@ def build(problem: Problem, caps: Caps | None = None, *, standbys: bool = False)
             model.var(0.0, float(model.allowed[v, d]), integer=True)
         model.row({model.x(v, d): 1.0 for d in range(len(devices))}, 1.0, 1.0)
     if standbys:
-        _standbys(model)
+        _standbys(model, standbys)
     _transfers(model)
     _results(model)
     for d, name in enumerate(devices):
@@ -175,7 +175,7 @@ def build(problem: Problem, caps: Caps | None = None, *, standbys: bool = False)
     return model
 
 
-def _standbys(model: MilpModel) -> None:
+def _standbys(model: MilpModel, most: int) -> None:
     """s[v,d] for every device that could run v (finite time and queue, its working set fits, it
     does not always fail), whatever the caps: a standby adds nothing to latency or busy time. A
     node on the origin has none (x[v,o] + s[v,d] <= 1): the origin cannot be failed over from."""
@@ -193,8 +193,8 @@ def _standbys(model: MilpModel) -> None:
                 model.row({s: 1.0, model.x(v, origin): 1.0}, -math.inf, 1.0)
     for v in range(len(graph.nodes)):
         row = {s: 1.0 for (node, _), s in model.standby.items() if node == v}
-        if len(row) > MAX_STANDBYS_PER_STAGE:
-            model.row(row, -math.inf, MAX_STANDBYS_PER_STAGE)
+        if len(row) > most:
+            model.row(row, -math.inf, most)
 
 
 def _no_more_nodes_than(model: MilpModel, a: int, b: int) -> None:

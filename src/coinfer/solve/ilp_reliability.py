@@ -16,15 +16,21 @@ sigma, and R is the reliability `evaluate` computes. Devices and links that alwa
 are down in every state; those that never fail are up in every state and add none.
 
 Which failures the states cover, so that R stays exact:
-- with standbys (`standbys_exact`): the failover placement of a state is not a function of the
-  primary placement's hop variables, so the states cover devices only, and standbys are chosen
-  only when every ordered device pair has a link that never fails: then any failover placement's
-  links are up, and R is exact;
-- otherwise the states cover devices and links, over the primary placement (no standbys).
-Above MAX_FAILURE_STATES states the ILP leaves the term to the standby pass (coinfer.solve.replicas).
+- where every ordered device pair has a link that never fails (`standbys_exact`), the states cover
+  devices only: any failover placement's links are up, so "a replica of every node is up" is all
+  a state asks, up to three standbys per node;
+- otherwise the states cover devices and links, and a state must also see that no value crosses a
+  link it takes down (or a missing one) in the placement it fails over to. Where node v runs in
+  a state is then c[v,d] = x[v,d] for a device d that is up, plus q[v,d] = s[v,d] AND (v's primary
+  is down), three rows that make q exact at integral points; a flow u -> r over a down pair (p, q)
+  gives w + c[u,p] + c[r,q] <= 2. With one standby per node, "the first replica that is up" is
+  the primary, else the standby, so this is the runtime's failover rule exactly; the ILP allows
+  one standby per node here (the greedy pass, after, may add more).
+Above MAX_FAILURE_STATES states the ILP leaves reliability to the standby pass (coinfer.solve.replicas).
 
-Size: one continuous variable per state, and per state up to N node rows plus a row per hop
-over a link it takes down.
+Size: one continuous variable per state, and per state up to N node rows plus a row per hop over
+a link it takes down; with links, also up to N x D failover variables (three rows each) and a row
+per flow and down pair.
 """
 
 from __future__ import annotations
@@ -59,17 +65,22 @@ def reliability_form(model: MilpModel, *, with_links: bool) -> dict[int, float]:
     """The columns and coefficients of R (see the module docstring); adds the state variables and
     their rows to `model`."""
     problem, devices = model.problem, model.devices
+    k = len(devices)
     phi = [problem.cluster.device(name).failure_probability for name in devices]
     fallible = [d for d, p in enumerate(phi) if 0.0 < p < 1.0]
     always_down = {d for d, p in enumerate(phi) if p >= 1.0}
     hops_on: dict[tuple[int, int], list[int]] = defaultdict(list)
     for hop in model.hops:
         hops_on[hop.source, hop.target].append(hop.var)
-    psi = {pair: _link_failure(problem, devices, pair) for pair in hops_on} if with_links else {}
+    failing_over = with_links and bool(model.standby)
+    # the links a state can take down: every ordered pair when failover may use any of them
+    pairs = [(p, q) for p in range(k) for q in range(k) if p != q] if failing_over else list(hops_on)
+    psi = {pair: _link_failure(problem, devices, pair) for pair in pairs} if with_links else {}
     fallible_links = [pair for pair, p in psi.items() if 0.0 < p < 1.0]
     dead_links = {pair for pair, p in psi.items() if p >= 1.0}
 
     replicas = _replicas(model)
+    flows = _flows(model) if failing_over else []
     form: dict[int, float] = {}
     for downs in itertools.product((False, True), repeat=len(fallible) + len(fallible_links)):
         device_downs, link_downs = downs[:len(fallible)], downs[len(fallible):]
@@ -82,6 +93,9 @@ def reliability_form(model: MilpModel, *, with_links: bool) -> dict[int, float]:
             continue
         w = model.var()
         form[w] = p_state
+        if failing_over:
+            _failover_rows(model, w, down_devices, down_links, flows)
+            continue
         for v_replicas in replicas:
             if any(d in down_devices for _, d in v_replicas):
                 up = {col: -1.0 for col, d in v_replicas if d not in down_devices}
@@ -90,6 +104,59 @@ def reliability_form(model: MilpModel, *, with_links: bool) -> dict[int, float]:
             for col in hops_on[pair]:
                 model.row({w: 1.0, col: 1.0}, -math.inf, 1.0)
     return form
+
+
+ORIGIN_END = -1  # a flow's end at the origin: the graph's inputs start there, its results return there
+
+
+def _flows(model: MilpModel) -> list[tuple[int, int]]:
+    """(producer, reader) node indices of every value a request moves; ORIGIN_END for the origin's end."""
+    graph = model.problem.graph
+    flows: set[tuple[int, int]] = set()
+    for gi in graph.inputs:
+        flows |= {(ORIGIN_END, graph.index[c]) for c in graph.consumers[gi.name]}
+    for u, node in enumerate(graph.nodes):
+        flows |= {(u, graph.index[c]) for c in graph.consumers[node.id]}
+    flows |= {(graph.index[out], ORIGIN_END) for out in graph.outputs}
+    return sorted(flows)
+
+
+def _failover_rows(model: MilpModel, w: int, down_devices: set[int], down_links: set[tuple[int, int]],
+                   flows: list[tuple[int, int]]) -> None:
+    """The rows of one state when standbys may take over and links may be down (one standby per node):
+    where node v runs in this state is c[v,d] = x[v,d] on a device that is up, plus q[v,d] = s[v,d]
+    AND (v's primary is down), linearised exactly (three rows); w is 0 unless every node runs
+    somewhere and no value crosses a pair of devices whose link is down or missing."""
+    k, n = len(model.devices), len(model.problem.graph.nodes)
+    origin = model.devices.index(model.problem.origin)
+    runs_on: list[dict[int, dict[int, float]]] = []  # node -> device -> the linear form of c[v,d]
+    for v in range(n):
+        primary_down = {model.x(v, d): 1.0 for d in down_devices if model.allowed[v, d]}
+        where: dict[int, dict[int, float]] = {d: {model.x(v, d): 1.0} for d in range(k)
+                                              if model.allowed[v, d] and d not in down_devices}
+        if primary_down:
+            for d in range(k):
+                s = model.standby.get((v, d))
+                if s is None or d in down_devices:
+                    continue
+                q = model.var()
+                model.row({q: 1.0, s: -1.0}, -math.inf, 0.0)
+                model.row({q: 1.0, **{x: -1.0 for x in primary_down}}, -math.inf, 0.0)
+                model.row({q: 1.0, s: -1.0, **{x: -1.0 for x in primary_down}}, -1.0, math.inf)
+                where.setdefault(d, {})[q] = 1.0
+            model.row({w: 1.0, **{col: -c for form in where.values() for col, c in form.items()}}, -math.inf, 0.0)
+        runs_on.append(where)
+    at_origin: dict[int, dict[int, float]] = {origin: {}}  # the origin's end: on the origin, always
+    for a, b in flows:
+        sources = at_origin if a == ORIGIN_END else runs_on[a]
+        targets = at_origin if b == ORIGIN_END else runs_on[b]
+        for p, from_p in sources.items():
+            for q, to_q in targets.items():
+                if p != q and (p, q) in down_links:
+                    both = {**from_p}
+                    for col, c in to_q.items():
+                        both[col] = both.get(col, 0.0) + c
+                    model.row({w: 1.0, **both}, -math.inf, float(len([f for f in (from_p, to_q) if f])))
 
 
 def _replicas(model: MilpModel) -> list[list[tuple[int, int]]]:

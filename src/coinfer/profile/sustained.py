@@ -1,0 +1,154 @@
+"""What a catalogued device sustains, per framework: the roofline fitted to published whole-model latencies.
+
+The catalog's peaks are datasheet figures; a framework reaches a fraction of them that depends on
+the board, its memory and the framework's kernels (measured: PyTorch eager runs MobileNetV2 3.7x
+slower than ONNX Runtime on a Raspberry Pi 4; published.yaml). A sustained fit keeps the roofline
+of coinfer.profile.analytic and fits three numbers per (device, framework):
+
+    t = max(F / (P * e_k * a), B / (W * b)) + t_0
+
+- `a`, the compute scale: every kind's efficiency e_k (analytic.DEFAULT_EFFICIENCY) times a;
+- `b`, the fraction of the datasheet DRAM bandwidth W that the framework's memory-bound kernels get;
+- `t_0`, the per-node overhead (dispatch, allocation, threads waking).
+
+They minimise the squared log ratio of predicted to published latency over the device's published
+models (scipy.optimize.least_squares, bounded), so that a 2x error counts the same on a 30 ms and
+on a 1.7 s model. `published.yaml` holds the figures with their sources; `sustained.yaml` holds the
+fits, written by `benchmarks/device_fidelity.py --write`, which also prints how well they predict
+each model (in the fit, and held out). A device with no published figure for a framework has no
+fit: its predictions are peak-only, and every output that uses them says "uncalibrated".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import yaml
+
+from coinfer.errors import UserInputError
+from coinfer.files.graph_file import graph_digest
+from coinfer.graph import Graph
+from coinfer.profile.analytic import DEFAULT_EFFICIENCY, DEFAULT_NODE_OVERHEAD_S
+from coinfer.profile.catalog import DeviceSpec, device_spec
+from coinfer.profile.opkinds import node_features
+from coinfer.profile.timings import Profile
+
+FRAMEWORKS = ("pytorch", "onnxruntime")
+# Bounds of the fit: a compute scale below 1/1000 or a bandwidth below 1% of the datasheet's would
+# be a broken figure, not a slow framework; above 2 a convolution (default efficiency 0.5) would
+# beat the peak
+BOUNDS = ((1e-3, 0.01, 0.0), (1.0 / max(DEFAULT_EFFICIENCY[k] for k in ("conv", "matmul")), 1.0, 2e-3))
+
+
+@dataclass(frozen=True)
+class PublishedLatency:
+    """One published whole-model latency of a catalogued device (published.yaml)."""
+
+    device: str
+    model: str  # a torchvision model name
+    framework: str
+    latency_s: float
+    threads: str
+    source: str  # the source's key in published.yaml
+    source_text: str
+    fit: bool  # the sustained fit is made on it (else it is only compared with)
+
+
+@dataclass(frozen=True)
+class SustainedFit:
+    """The sustained roofline of one device under one framework (see the module docstring)."""
+
+    device: str
+    framework: str
+    compute_scale: float
+    bandwidth_fraction: float
+    node_overhead_s: float
+    fitted_on: tuple[str, ...] = ()
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"compute_scale": self.compute_scale, "bandwidth_fraction": self.bandwidth_fraction,
+                "node_overhead_s": self.node_overhead_s, "fitted_on": list(self.fitted_on),
+                "sources": list(self.sources)}
+
+
+@cache
+def published() -> tuple[PublishedLatency, ...]:
+    doc = yaml.safe_load(resources.files("coinfer.profile").joinpath("published.yaml").read_text())
+    sources: Mapping[str, Any] = doc["sources"]
+    return tuple(PublishedLatency(device_spec(device).name, e["model"], e["framework"], e["latency_ms"] / 1e3,
+                                  str(e["threads"]), e["source"], " ".join(sources[e["source"]]["text"].split()),
+                                  sources[e["source"]]["use"] == "fit")
+                 for device, entries in doc["latencies"].items() for e in entries)
+
+
+@cache
+def fits() -> Mapping[tuple[str, str], SustainedFit]:
+    """Every fit of sustained.yaml, by (device, framework)."""
+    doc = yaml.safe_load(resources.files("coinfer.profile").joinpath("sustained.yaml").read_text()) or {}
+    return {(device, fw): SustainedFit(device, fw, float(f["compute_scale"]), float(f["bandwidth_fraction"]),
+                                       float(f["node_overhead_s"]), tuple(f.get("fitted_on", ())),
+                                       tuple(f.get("sources", ())))
+            for device, by_framework in (doc.get("devices") or {}).items() for fw, f in by_framework.items()}
+
+
+def sustained_fit(device: str, framework: str = "pytorch") -> SustainedFit | None:
+    """The fit of a catalogued device under `framework`, or None (peak-only)."""
+    if framework not in FRAMEWORKS:
+        raise UserInputError(f"framework {framework!r}: use one of {', '.join(FRAMEWORKS)}")
+    return fits().get((device_spec(device).name, framework))
+
+
+def predict_sustained(graph: Graph, spec: DeviceSpec, fit: SustainedFit | None) -> Profile:
+    """Node times of `graph` on `spec` under the fit; peak-only (marked uncalibrated) without one."""
+    a, b, t0 = (fit.compute_scale, fit.bandwidth_fraction, fit.node_overhead_s) if fit else (
+        1.0, 1.0, DEFAULT_NODE_OVERHEAD_S[spec.kind])
+    times = dict(zip((n.id for n in graph.nodes), _times(graph, spec, a, b, t0).tolist(), strict=True))
+    settings: dict[str, object] = {
+        "catalog": spec.name, "peak_flops_per_s": spec.peak_flops_per_s,
+        "memory_bandwidth_bytes_per_s": spec.memory_bandwidth_bytes_per_s,
+        "sustained": fit.to_dict() | {"framework": fit.framework} if fit else None,
+        "calibrated": fit is not None}
+    return Profile(graph.name, graph_digest(graph), f"analytic:{spec.name}", "analytic", times, {}, settings)
+
+
+def _times(graph: Graph, spec: DeviceSpec, a: float, b: float, t0: float) -> np.ndarray:
+    features = node_features(graph)
+    flops = np.array([f.flops for f in features])
+    moved = np.array([f.bytes_moved for f in features], dtype=float)
+    efficiency = np.array([DEFAULT_EFFICIENCY[f.kind] for f in features])
+    compute = np.where(flops > 0, flops / (spec.peak_flops_per_s * efficiency * a), 0.0)
+    return np.asarray(np.maximum(compute, moved / (spec.memory_bandwidth_bytes_per_s * b)) + t0)
+
+
+def fit_sustained(spec: DeviceSpec, framework: str, measured: Sequence[tuple[Graph, float]],
+                  sources: Sequence[str] = ()) -> SustainedFit:
+    """The (a, b, t_0) that fit the published latencies `measured` (graph, seconds) best."""
+    from scipy.optimize import least_squares
+
+    if not measured:
+        raise UserInputError(f"no published latency of {spec.name} under {framework} to fit on")
+    features = [(node_features(g), latency) for g, latency in measured]
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return np.array([math.log(_total(f, spec, *x) / latency) for f, latency in features])
+
+    start = np.array([0.5, 0.5, DEFAULT_NODE_OVERHEAD_S[spec.kind]])
+    result = least_squares(residuals, start, bounds=BOUNDS, x_scale=np.array([0.1, 0.1, 1e-5]))
+    a, b, t0 = (float(v) for v in result.x)
+    return SustainedFit(spec.name, framework, a, b, t0, tuple(g.name for g, _ in measured),
+                        tuple(dict.fromkeys(sources)))
+
+
+def _total(features: Sequence[Any], spec: DeviceSpec, a: float, b: float, t0: float) -> float:
+    total = 0.0
+    for f in features:
+        compute = f.flops / (spec.peak_flops_per_s * DEFAULT_EFFICIENCY[f.kind] * a) if f.flops > 0 else 0.0
+        total += max(compute, f.bytes_moved / (spec.memory_bandwidth_bytes_per_s * b)) + t0
+    return total
