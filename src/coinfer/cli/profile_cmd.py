@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ def run_on_workers(graph: Graph, args: argparse.Namespace) -> int:
     with Client(site.client_workers, site.sink_host, security=site.security) as client, weight_progress() as shipped:
         sink = site.client_address(client.sink_port) if site.client_address else None
         for device in given:
+            print(f"measuring {graph.name} on {device} ({given[device]}): {args.warmup} warm-up and {args.repeats} "
+                  "timed requests", file=sys.stderr)
             profiles.append(profile_on_worker(graph, device, client, site.endpoint, inputs, warmup=args.warmup,
                                               repeats=args.repeats, timeout_s=args.timeout_s, client_address=sink,
                                               progress=shipped))

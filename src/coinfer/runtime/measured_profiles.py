@@ -33,11 +33,13 @@ class NodeSamples:
         self.untimed: set[str] = set()  # devices whose executor cannot time nodes apart (ONNX stages)
         self.requests = 0
 
-    def add(self, reports: Iterable[Mapping[str, Any]]) -> None:
-        """The telemetry reports of one request (one per worker it crossed)."""
+    def add(self, reports: Iterable[Mapping[str, Any]], as_device: str | None = None) -> None:
+        """The telemetry reports of one request (one per worker it crossed), each under the name its
+        worker gives itself, or all under `as_device` (a one-device deployment: the worker may have
+        been started under another --name than the device it is profiled as)."""
         self.requests += 1
         for report in reports:
-            device = str(report.get("device"))
+            device = as_device or str(report.get("device"))
             for stage in report.get("stages", []):
                 node_s = stage.get("node_s")
                 if node_s is None:

@@ -119,7 +119,7 @@ def _node_samples(client: Client, graph: Graph, device: str, request_ids: range)
         if not reports:
             raise WorkerError(f"profiling on {device}: no stage report for request {key[1]}; is the worker's "
                               "coinfer as new as this one?")
-        samples.add(reports)
+        samples.add(reports, as_device=device)
     if device in samples.untimed:
         raise ProfileError(f"the worker on {device} cannot time the nodes of this model apart (an ONNX stage runs as "
                            "one session); profile it here with --device local, or capture it as a PyTorch model")
