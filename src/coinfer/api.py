@@ -93,10 +93,6 @@ def profile_on_workers(graph: Graph, workers: Mapping[str, str], *, key: str | P
     return profile_workers(graph, addresses, security, warmup=warmup, repeats=repeats)
 
 
-# solvers whose plans already carry the standbys their problem asks for (joint with the placement)
-_CHOOSE_STANDBYS = frozenset({"ilp", "pareto", "brute-force"})
-
-
 def _solve_with_standbys(name: str, problem: Problem) -> Plan:
     """The solver's plan with the greedy standbys (coinfer.solve.replicas). A solver that cannot
     choose standbys treats a reliability floor as a limit on its placement (keeping everything on
@@ -107,12 +103,12 @@ def _solve_with_standbys(name: str, problem: Problem) -> Plan:
     from coinfer.cost import evaluate
     from coinfer.errors import InfeasibleError
     from coinfer.solve.replicas import choose_standbys
-    from coinfer.solve.unreliability import wants_standbys
+    from coinfer.solve.unreliability import CHOOSE_STANDBYS, wants_standbys
 
     solve = get_solver(name)
     floored = wants_standbys(problem) and problem.constraints.min_reliability is not None
     unfloored = replace(problem, constraints=replace(problem.constraints, min_reliability=None))
-    attempts = [problem, unfloored] if floored and name not in _CHOOSE_STANDBYS else [problem]
+    attempts = [problem, unfloored] if floored and name not in CHOOSE_STANDBYS else [problem]
     candidates: list[Plan] = []
     refusal: InfeasibleError | None = None
     for each in attempts:

@@ -26,6 +26,8 @@ from coinfer.problem import Metric, Objective, Problem
 log = logging.getLogger(__name__)
 
 PRICE_UNRELIABILITY = frozenset({"ilp", "pareto", "brute-force", "origin-only", "server-only"})
+# solvers whose plans already carry the standbys their problem asks for, chosen with the placement
+CHOOSE_STANDBYS = frozenset({"ilp", "pareto", "brute-force"})
 
 
 def can_fail(problem: Problem) -> bool:
