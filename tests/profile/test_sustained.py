@@ -32,8 +32,11 @@ TORCHVISION_MODELS = {"mobilenet_v2", "mobilenet_v3_large", "resnet18", "resnet5
 def _random_graphs(count: int) -> list[Graph]:
     rng = random.Random(3)
     ops = ["aten.conv2d", "aten.relu", "aten.linear", "aten.max_pool2d", "aten.add", "aten.batch_norm"]
-    return [chain(f"g{i}", [(rng.choice(ops), rng.uniform(0, 5e8), rng.randint(1_000, 4_000_000),
-                              rng.randint(0, 2_000_000)) for _ in range(rng.randint(20, 60))]) for i in range(count)]
+    # a third of the nodes do almost no arithmetic, so that the bandwidth decides them
+    return [chain(f"g{i}", [(rng.choice(ops), rng.choice([rng.uniform(0, 1e5), rng.uniform(1e6, 5e8),
+                                                          rng.uniform(1e6, 5e8)]),
+                              rng.randint(1_000, 4_000_000), rng.randint(0, 2_000_000))
+                             for _ in range(rng.randint(20, 60))]) for i in range(count)]
 
 
 def test_every_published_latency_names_its_source_and_a_catalogued_device() -> None:
@@ -46,16 +49,33 @@ def test_every_published_latency_names_its_source_and_a_catalogued_device() -> N
 
 def test_the_fit_recovers_the_parameters_that_made_the_latencies() -> None:
     spec = device_spec("rpi4b")
-    truth = SustainedFit("rpi4b", "pytorch", 0.7, 0.3, 4e-5)
+    truth = SustainedFit("rpi4b", "pytorch", 0.7, 0.5, 0.3, 4e-5)  # the chains have no grouped convolution
     graphs = _random_graphs(6)
     latencies = [(g, predict_sustained(g, spec, truth).total_time_s) for g in graphs]
     fit = fit_sustained(spec, "pytorch", latencies)
     for g, latency in latencies:
         assert predict_sustained(g, spec, fit).total_time_s == pytest.approx(latency, rel=1e-3)
     assert (fit.compute_scale, fit.bandwidth_fraction) == (pytest.approx(0.7, rel=0.05), pytest.approx(0.3, rel=0.05))
+    assert fit.depthwise_scale == fit.compute_scale  # no grouped convolution to tell it by
     low, high = BOUNDS
-    assert all(lo <= v <= hi for lo, v, hi in zip(low, (fit.compute_scale, fit.bandwidth_fraction,
-                                                        fit.node_overhead_s), high, strict=True))
+    assert all(lo <= v <= hi for lo, v, hi in zip(low, fit.parameters, high, strict=True))
+
+
+def test_grouped_convolutions_are_told_apart_and_priced_by_their_own_scale() -> None:
+    from coinfer.capture import capture
+    from coinfer.profile.opkinds import is_grouped_conv
+
+    mobilenet, resnet = capture("torchvision:mobilenet_v2"), capture("torchvision:resnet18")
+    assert sum(is_grouped_conv(mobilenet, n) for n in mobilenet.nodes) == 17  # its 17 depthwise convolutions
+    assert not any(is_grouped_conv(resnet, n) for n in resnet.nodes)
+    spec = device_spec("rpi5")
+    slow_depthwise = SustainedFit("rpi5", "pytorch", 0.5, 0.01, 1.0, 0.0)
+    even = SustainedFit("rpi5", "pytorch", 0.5, 0.5, 1.0, 0.0)
+    def total(graph: Graph, fit: SustainedFit) -> float:
+        return predict_sustained(graph, spec, fit).total_time_s
+
+    assert total(resnet, slow_depthwise) == total(resnet, even)
+    assert total(mobilenet, slow_depthwise) > 3 * total(mobilenet, even)
 
 
 def test_the_shipped_fits_predict_their_published_models_within_25_percent() -> None:

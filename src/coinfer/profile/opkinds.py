@@ -3,7 +3,8 @@
 The roofline keeps one efficiency per kind and the regression one linear model per kind, so the
 grouping is the same for both. Kinds:
 
-- ``conv``: convolutions (dense, depthwise, transposed).
+- ``conv``: convolutions (dense, depthwise, transposed); `is_grouped_conv` tells grouped and
+  depthwise ones apart where the shapes are known (the sustained fits price them apart).
 - ``matmul``: linear layers and matrix products.
 - ``attention``: fused scaled-dot-product attention.
 - ``norm``: batch/layer/group/instance norm and softmax (reductions over a dimension).
@@ -22,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from coinfer.graph import Graph
+from coinfer.graph import Graph, Node
 
 OpKind = Literal["conv", "matmul", "attention", "norm", "elementwise", "pool", "data", "other"]
 OP_KINDS: tuple[OpKind, ...] = ("conv", "matmul", "attention", "norm", "elementwise", "pool", "data", "other")
@@ -79,6 +80,23 @@ def op_kind(op: str) -> OpKind:
     if not name:
         return "other"
     return _INDEX.get(name, "other")
+
+
+def is_grouped_conv(graph: Graph, node: Node) -> bool:
+    """A grouped (depthwise, at the extreme) convolution: each output channel reads fewer input
+    channels than the input has. Told from the shapes a captured graph records: a convolution's
+    weights hold C_out x (C_in / groups) x k x k elements (+ C_out of bias), so weight elements per
+    output channel below C_in mean groups > 1 (a dense 1x1 convolution has exactly C_in, plus one
+    with a bias). Weights are taken as FP32; without shapes (a hand-written graph) it is False."""
+    if op_kind(node.op) != "conv" or not node.outputs or not node.inputs:
+        return False
+    out_shape = node.outputs[0].shape
+    first = graph.node(node.inputs[0]).outputs if node.inputs[0] in graph.index else \
+        tuple(i.spec for i in graph.inputs if i.name == node.inputs[0])
+    in_shape = first[0].shape if first else None
+    if not out_shape or not in_shape or len(out_shape) < 2 or len(in_shape) < 2 or out_shape[1] <= 0:
+        return False
+    return node.param_bytes / 4 / out_shape[1] < in_shape[1]
 
 
 @dataclass(frozen=True)

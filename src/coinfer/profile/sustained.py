@@ -3,11 +3,14 @@
 The catalog's peaks are datasheet figures; a framework reaches a fraction of them that depends on
 the board, its memory and the framework's kernels (measured: PyTorch eager runs MobileNetV2 3.7x
 slower than ONNX Runtime on a Raspberry Pi 4; published.yaml). A sustained fit keeps the roofline
-of coinfer.profile.analytic and fits three numbers per (device, framework):
+of coinfer.profile.analytic and fits four numbers per (device, framework):
 
-    t = max(F / (P * e_k * a), B / (W * b)) + t_0
+    t = max(F / (P * e_k * a_k), B / (W * b)) + t_0
 
-- `a`, the compute scale: every kind's efficiency e_k (analytic.DEFAULT_EFFICIENCY) times a;
+- the compute scale a_k: every kind's efficiency e_k (analytic.DEFAULT_EFFICIENCY) times `a`,
+  except grouped and depthwise convolutions (opkinds.is_grouped_conv), whose efficiency is e_conv
+  times `g`: frameworks run them at a small fraction of dense convolutions' speed, and a
+  MobileNet's time is mostly theirs;
 - `b`, the fraction of the datasheet DRAM bandwidth W that the framework's memory-bound kernels get;
 - `t_0`, the per-node overhead (dispatch, allocation, threads waking).
 
@@ -36,14 +39,15 @@ from coinfer.files.graph_file import graph_digest
 from coinfer.graph import Graph
 from coinfer.profile.analytic import DEFAULT_EFFICIENCY, DEFAULT_NODE_OVERHEAD_S
 from coinfer.profile.catalog import DeviceSpec, device_spec
-from coinfer.profile.opkinds import node_features
+from coinfer.profile.opkinds import is_grouped_conv, node_features
 from coinfer.profile.timings import Profile
 
 FRAMEWORKS = ("pytorch", "onnxruntime")
-# Bounds of the fit: a compute scale below 1/1000 or a bandwidth below 1% of the datasheet's would
-# be a broken figure, not a slow framework; above 2 a convolution (default efficiency 0.5) would
-# beat the peak
-BOUNDS = ((1e-3, 0.01, 0.0), (1.0 / max(DEFAULT_EFFICIENCY[k] for k in ("conv", "matmul")), 1.0, 2e-3))
+# Bounds of the fit (a, g, b, t_0): a compute scale below 1/1000 or a bandwidth below 1% of the
+# datasheet's would be a broken figure, not a slow framework; above 2 a convolution (default
+# efficiency 0.5) would beat the peak
+_TOP_SCALE = 1.0 / max(DEFAULT_EFFICIENCY[k] for k in ("conv", "matmul"))
+BOUNDS = ((1e-3, 1e-3, 0.01, 0.0), (_TOP_SCALE, _TOP_SCALE, 1.0, 2e-3))
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,20 @@ class SustainedFit:
     device: str
     framework: str
     compute_scale: float
+    depthwise_scale: float
     bandwidth_fraction: float
     node_overhead_s: float
     fitted_on: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def parameters(self) -> tuple[float, float, float, float]:
+        return self.compute_scale, self.depthwise_scale, self.bandwidth_fraction, self.node_overhead_s
+
     def to_dict(self) -> dict[str, Any]:
-        return {"compute_scale": self.compute_scale, "bandwidth_fraction": self.bandwidth_fraction,
-                "node_overhead_s": self.node_overhead_s, "fitted_on": list(self.fitted_on),
-                "sources": list(self.sources)}
+        return {"compute_scale": self.compute_scale, "depthwise_scale": self.depthwise_scale,
+                "bandwidth_fraction": self.bandwidth_fraction, "node_overhead_s": self.node_overhead_s,
+                "fitted_on": list(self.fitted_on), "sources": list(self.sources)}
 
 
 @cache
@@ -92,9 +101,9 @@ def published() -> tuple[PublishedLatency, ...]:
 def fits() -> Mapping[tuple[str, str], SustainedFit]:
     """Every fit of sustained.yaml, by (device, framework)."""
     doc = yaml.safe_load(resources.files("coinfer.profile").joinpath("sustained.yaml").read_text()) or {}
-    return {(device, fw): SustainedFit(device, fw, float(f["compute_scale"]), float(f["bandwidth_fraction"]),
-                                       float(f["node_overhead_s"]), tuple(f.get("fitted_on", ())),
-                                       tuple(f.get("sources", ())))
+    return {(device, fw): SustainedFit(device, fw, float(f["compute_scale"]), float(f["depthwise_scale"]),
+                                       float(f["bandwidth_fraction"]), float(f["node_overhead_s"]),
+                                       tuple(f.get("fitted_on", ())), tuple(f.get("sources", ())))
             for device, by_framework in (doc.get("devices") or {}).items() for fw, f in by_framework.items()}
 
 
@@ -107,9 +116,8 @@ def sustained_fit(device: str, framework: str = "pytorch") -> SustainedFit | Non
 
 def predict_sustained(graph: Graph, spec: DeviceSpec, fit: SustainedFit | None) -> Profile:
     """Node times of `graph` on `spec` under the fit; peak-only (marked uncalibrated) without one."""
-    a, b, t0 = (fit.compute_scale, fit.bandwidth_fraction, fit.node_overhead_s) if fit else (
-        1.0, 1.0, DEFAULT_NODE_OVERHEAD_S[spec.kind])
-    times = dict(zip((n.id for n in graph.nodes), _times(graph, spec, a, b, t0).tolist(), strict=True))
+    parameters = fit.parameters if fit else (1.0, 1.0, 1.0, DEFAULT_NODE_OVERHEAD_S[spec.kind])
+    times = dict(zip((n.id for n in graph.nodes), _Features(graph).times(spec, *parameters).tolist(), strict=True))
     settings: dict[str, object] = {
         "catalog": spec.name, "peak_flops_per_s": spec.peak_flops_per_s,
         "memory_bandwidth_bytes_per_s": spec.memory_bandwidth_bytes_per_s,
@@ -118,37 +126,44 @@ def predict_sustained(graph: Graph, spec: DeviceSpec, fit: SustainedFit | None) 
     return Profile(graph.name, graph_digest(graph), f"analytic:{spec.name}", "analytic", times, {}, settings)
 
 
-def _times(graph: Graph, spec: DeviceSpec, a: float, b: float, t0: float) -> np.ndarray:
-    features = node_features(graph)
-    flops = np.array([f.flops for f in features])
-    moved = np.array([f.bytes_moved for f in features], dtype=float)
-    efficiency = np.array([DEFAULT_EFFICIENCY[f.kind] for f in features])
-    compute = np.where(flops > 0, flops / (spec.peak_flops_per_s * efficiency * a), 0.0)
-    return np.asarray(np.maximum(compute, moved / (spec.memory_bandwidth_bytes_per_s * b)) + t0)
+class _Features:
+    """A graph's nodes as arrays: FLOPs, bytes moved, default efficiency, grouped or not."""
+
+    def __init__(self, graph: Graph) -> None:
+        features = node_features(graph)
+        self.flops = np.array([f.flops for f in features])
+        self.moved = np.array([f.bytes_moved for f in features], dtype=float)
+        self.efficiency = np.array([DEFAULT_EFFICIENCY[f.kind] for f in features])
+        self.grouped = np.array([is_grouped_conv(graph, n) for n in graph.nodes], dtype=bool)
+
+    def times(self, spec: DeviceSpec, a: float, g: float, b: float, t0: float) -> np.ndarray:
+        scale = np.where(self.grouped, g, a)
+        compute = np.divide(self.flops, spec.peak_flops_per_s * self.efficiency * scale,
+                            out=np.zeros_like(self.flops), where=self.flops > 0)
+        return np.asarray(np.maximum(compute, self.moved / (spec.memory_bandwidth_bytes_per_s * b)) + t0)
 
 
 def fit_sustained(spec: DeviceSpec, framework: str, measured: Sequence[tuple[Graph, float]],
                   sources: Sequence[str] = ()) -> SustainedFit:
-    """The (a, b, t_0) that fit the published latencies `measured` (graph, seconds) best."""
+    """The (a, g, b, t_0) that fit the published latencies `measured` (graph, seconds) best."""
     from scipy.optimize import least_squares
 
     if not measured:
         raise UserInputError(f"no published latency of {spec.name} under {framework} to fit on")
-    features = [(node_features(g), latency) for g, latency in measured]
+    features = [(_Features(g), latency) for g, latency in measured]
+    # without a grouped convolution in the data g cannot be told, and is taken equal to a
+    grouped = any(f.grouped.any() for f, _ in features)
+
+    def parameters(x: np.ndarray) -> tuple[float, float, float, float]:
+        return (x[0], x[1], x[2], x[3]) if grouped else (x[0], x[0], x[1], x[2])
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        return np.array([math.log(_total(f, spec, *x) / latency) for f, latency in features])
+        return np.array([math.log(float(f.times(spec, *parameters(x)).sum()) / latency) for f, latency in features])
 
-    start = np.array([0.5, 0.5, DEFAULT_NODE_OVERHEAD_S[spec.kind]])
-    result = least_squares(residuals, start, bounds=BOUNDS, x_scale=np.array([0.1, 0.1, 1e-5]))
-    a, b, t0 = (float(v) for v in result.x)
-    return SustainedFit(spec.name, framework, a, b, t0, tuple(g.name for g, _ in measured),
+    keep = [0, 1, 2, 3] if grouped else [0, 2, 3]
+    start = np.array([0.5, 0.5, 0.5, DEFAULT_NODE_OVERHEAD_S[spec.kind]])[keep]
+    bounds = (np.array(BOUNDS[0])[keep], np.array(BOUNDS[1])[keep])
+    result = least_squares(residuals, start, bounds=bounds, x_scale=np.array([0.1, 0.1, 0.1, 1e-5])[keep])
+    a, g, b, t0 = (float(v) for v in parameters(result.x))
+    return SustainedFit(spec.name, framework, a, g, b, t0, tuple(gr.name for gr, _ in measured),
                         tuple(dict.fromkeys(sources)))
-
-
-def _total(features: Sequence[Any], spec: DeviceSpec, a: float, b: float, t0: float) -> float:
-    total = 0.0
-    for f in features:
-        compute = f.flops / (spec.peak_flops_per_s * DEFAULT_EFFICIENCY[f.kind] * a) if f.flops > 0 else 0.0
-        total += max(compute, f.bytes_moved / (spec.memory_bandwidth_bytes_per_s * b)) + t0
-    return total
