@@ -236,3 +236,5 @@ def test_plan_with_an_unreliability_weight_buys_standbys_and_says_it(files, caps
     assert doc["predicted"]["reliability"] == pytest.approx(1 - 0.01 * 0.02)
     assert main(["plan", str(graph), "--cluster", str(cluster), "--objective", "latency=1,unreliability=-1"]) == 2
     assert "non-negative" in capsys.readouterr().err
+    assert main(["plan", str(graph), "--cluster", str(cluster), "--objective", "latency=1,reliability=2"]) == 2
+    assert "weigh 'unreliability'" in capsys.readouterr().err

@@ -53,6 +53,10 @@ def parse_objective(text: str) -> Objective:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, eq, value = part.partition("=")
         metric = METRIC_NAMES.get(name.strip()) or (name.strip() if name.strip() in get_args(Metric) else None)
+        if name.strip() == "reliability":
+            raise ObjectiveError("objective 'reliability': an objective is minimised, so weigh 'unreliability' "
+                                 "(1 - reliability, the probability that a request fails) instead, e.g. "
+                                 "'latency=1,unreliability=2', or set a floor with --min-reliability")
         if metric is None:
             raise ObjectiveError(f"unknown objective {name!r}; use one of {', '.join(METRIC_NAMES)} "
                                  f"or weighted terms like 'latency=1,energy=0.2'")
