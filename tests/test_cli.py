@@ -238,3 +238,25 @@ def test_plan_with_an_unreliability_weight_buys_standbys_and_says_it(files, caps
     assert "non-negative" in capsys.readouterr().err
     assert main(["plan", str(graph), "--cluster", str(cluster), "--objective", "latency=1,reliability=2"]) == 2
     assert "weigh 'unreliability'" in capsys.readouterr().err
+
+
+def test_compare_prints_a_solver_that_cannot_beside_the_others_and_adds_standbys(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph = tmp_path / "eight.json"
+    graph.write_text(json.dumps({"version": 1, "name": "eight", "input_bytes": 1e3, "nodes": [
+        {"id": f"n{i}", "inputs": [f"n{i - 1}" if i else "input"], "flops": 1e9, "output_bytes": 1e3}
+        for i in range(8)]}))
+    cluster = tmp_path / "three.yaml"
+    cluster.write_text(yaml.safe_dump({
+        "devices": {"phone": {"flops_per_s": 1e9, "origin": True},
+                    "edge": {"flops_per_s": 1e10, "failure_probability": 0.01},
+                    "edge2": {"flops_per_s": 1e10, "failure_probability": 0.02}},
+        "links": [{"between": [a, b], "bandwidth_bits_per_s": 8e6} for a, b in
+                  (("phone", "edge"), ("phone", "edge2"), ("edge", "edge2"))]}))
+    argv = ["compare", str(graph), "--cluster", str(cluster), "--solvers", "dads,ilp,brute-force",
+            "--objective", "latency=1,unreliability=50"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "brute-force" in out and "cannot: brute-force would cost" in out
+    code, doc = run_json(capsys, *argv)
+    by_solver = {r["solver"]: r for r in doc["results"]}
+    assert code == 0 and "+" in by_solver["ilp"]["plan"] and "+" in by_solver["dads"]["plan"]  # standbys

@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from coinfer.api import plan as plan_with
 from coinfer.cli.common import add_model_arguments, print_json
 from coinfer.cli.plan_cmd import add_problem_arguments, problem_from_args
 from coinfer.cost import evaluate
@@ -29,12 +30,14 @@ def run(args: argparse.Namespace) -> int:
     problem = problem_from_args(args)
     graph = problem.graph
     names = [n.strip() for n in args.solvers.split(",")] if args.solvers else list(SOLVERS)
-    solvers = {name: get_solver(name) for name in names}  # an unknown name fails before any work
+    for name in names:
+        get_solver(name)  # an unknown name fails before any work
     results: list[dict[str, Any]] = []
-    for name, solver in solvers.items():
+    for name in names:
         started = time.perf_counter()
         try:
-            plan = solver(problem)
+            # as `coinfer plan` solves: with the standbys a reliability floor or weight asks for
+            plan = plan_with(problem, solver=name)
         except CoinferError as exc:  # a solver that cannot take this problem says why; the others still run
             results.append({"solver": name, "error": str(exc)})
             continue
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["solver"], "", "", "", "", "", "", f"cannot: {r['error']}"])
+            rows.append([r["solver"], "", "", "", "", "", "", "no", f"cannot: {r['error']}"])
             continue
         p = r["predicted"]
         rows.append([r["solver"], p["objective"], p["latency_s"] * 1e3, p["energy_j"], p["cost_usd"],
