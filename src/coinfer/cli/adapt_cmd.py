@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from coinfer.adapt.policies import get_policy
-    from coinfer.solve import get_solver
+    from coinfer.api import plan
 
     check_recovery_arguments(args)
     if args.requests < 1 or args.in_flight < 1:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     # unknown names and options fail here, before any worker starts
     options = policy_options(args.policy_option, names)
     policies = {name: get_policy(name, **options[name]) for name in names}
-    static = get_solver(args.static_solver)(problem)
+    static = plan(problem, solver=args.static_solver)  # as `coinfer plan` solves: standbys under a floor
     traces = link_traces(args.trace, args.trace_speedup, problem)
     reports = {}
     for name, policy in policies.items():
