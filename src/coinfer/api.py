@@ -107,19 +107,19 @@ def _solve_with_standbys(name: str, problem: Problem) -> Plan:
 
     solve = get_solver(name)
     floored = wants_standbys(problem) and problem.constraints.min_reliability is not None
-    unfloored = replace(problem, constraints=replace(problem.constraints, min_reliability=None))
-    attempts = [problem, unfloored] if floored and name not in CHOOSE_STANDBYS else [problem]
     candidates: list[Plan] = []
-    refusal: InfeasibleError | None = None
-    for each in attempts:
+    refusals: list[InfeasibleError] = []
+
+    def attempt(each: Problem) -> None:
         try:
             candidates.append(choose_standbys(solve(each), problem))
         except InfeasibleError as exc:
-            refusal = refusal or exc
-            if floored and each is problem and not any(a is unfloored for a in attempts):
-                attempts.append(unfloored)
+            refusals.append(exc)
+
+    attempt(problem)
+    if floored and (name not in CHOOSE_STANDBYS or not candidates):
+        attempt(replace(problem, constraints=replace(problem.constraints, min_reliability=None)))
     if not candidates:
-        assert refusal is not None
-        raise refusal
+        raise refusals[0]
     costs = [evaluate(c, problem) for c in candidates]
     return min(zip(candidates, costs, strict=True), key=lambda cb: (not cb[1].feasible, cb[1].objective_value))[0]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -161,50 +162,54 @@ def test_answers_of_another_attempt_are_dropped_as_stale(workers: LocalWorkers) 
 
 # -- recovery by re-planning, end to end -------------------------------------------------------------
 
+@contextlib.contextmanager
+def _recovering(plan: Plan, problem: Problem, options: RunOptions,
+                down_after_s: float) -> Iterator[tuple[LocalWorkers, Any, Recovery, tuple[str, ...]]]:
+    """Workers a, b, c with `plan` deployed, watched, and a Recovery to reroute requests with; and
+    the names of the plan's outputs."""
+    with LocalWorkers(DEVICES) as workers, workers.client(timeout_s=10) as client:
+        replies = deploy(client, plan, problem, workers.endpoint, options)
+        with Watchdog(client.control_connection, DEVICES, down_after_s=down_after_s) as watchdog:
+            recovery = Recovery(client, plan, problem, workers.endpoint, options, watchdog)
+            yield workers, client, recovery, tuple(replies["a"]["results"])
+
+
 def test_a_killed_worker_costs_a_replay_never_a_request_and_is_readmitted_when_back() -> None:
     plan, problem = _slow_b_problem(HOPPING)
     x = example_inputs(problem.graph, seed=4)
     expected = reference_outputs(problem.graph, x, 1)
-    options = RunOptions(plan_version=1, timeout_s=30)
-    with LocalWorkers(DEVICES) as workers, workers.client(timeout_s=10) as client:
-        replies = deploy(client, plan, problem, workers.endpoint, options)
-        outputs = tuple(replies["a"]["results"])
-        with Watchdog(client.control_connection, DEVICES, down_after_s=0.5) as watchdog:
-            recovery = Recovery(client, plan, problem, workers.endpoint, options, watchdog)
-            outcomes = run_requests(client, "a", recovery.version, outputs, lambda _: x, 60, 4, 30.0,
-                                    on_done=after_answers(10, lambda: workers.kill("b")), rerouter=recovery)
-            _exactly_once_and_identical(outcomes, 60, 1, expected)
-            assert "b" not in recovery.current.devices_used and recovery.version > 1
-            assert any(e.device == "b" and e.action == "re-planned" for e in recovery.timeline)
-            # every request in flight on the version that used b was sent again (4 were in flight)
-            assert sum(o.attempts > 1 for o in outcomes) >= 1
-            # b comes back: it is re-admitted and the run returns to the plan it started with
-            workers.restart("b")
-            first_id, deadline = 61, time.perf_counter() + 60
-            while recovery.current.placement != plan.placement and time.perf_counter() < deadline:
-                more = run_requests(client, "a", recovery.version, outputs, lambda _: x, 10, 4, 30.0,
-                                    first_id=first_id, rerouter=recovery)
-                _exactly_once_and_identical(more, 10, first_id, expected)
-                first_id += 10
-            assert recovery.current.placement == plan.placement
-            assert any(e.device == "b" and e.action == "back to the plan" for e in recovery.timeline)
-            last = run_requests(client, "a", recovery.version, outputs, lambda _: x, 10, 4, 30.0,
+    with _recovering(plan, problem, RunOptions(plan_version=1, timeout_s=30), 0.5) as running:
+        workers, client, recovery, outputs = running
+        outcomes = run_requests(client, "a", recovery.version, outputs, lambda _: x, 60, 4, 30.0,
+                                on_done=after_answers(10, lambda: workers.kill("b")), rerouter=recovery)
+        _exactly_once_and_identical(outcomes, 60, 1, expected)
+        assert "b" not in recovery.current.devices_used and recovery.version > 1
+        assert any(e.device == "b" and e.action == "re-planned" for e in recovery.timeline)
+        # every request in flight on the version that used b was sent again (4 were in flight)
+        assert sum(o.attempts > 1 for o in outcomes) >= 1
+        # b comes back: it is re-admitted and the run returns to the plan it started with
+        workers.restart("b")
+        first_id, deadline = 61, time.perf_counter() + 60
+        while recovery.current.placement != plan.placement and time.perf_counter() < deadline:
+            more = run_requests(client, "a", recovery.version, outputs, lambda _: x, 10, 4, 30.0,
                                 first_id=first_id, rerouter=recovery)
-            _exactly_once_and_identical(last, 10, first_id, expected)
+            _exactly_once_and_identical(more, 10, first_id, expected)
+            first_id += 10
+        assert recovery.current.placement == plan.placement
+        assert any(e.device == "b" and e.action == "back to the plan" for e in recovery.timeline)
+        last = run_requests(client, "a", recovery.version, outputs, lambda _: x, 10, 4, 30.0,
+                            first_id=first_id, rerouter=recovery)
+        _exactly_once_and_identical(last, 10, first_id, expected)
 
 
 def test_losing_the_origin_ends_the_run_saying_so() -> None:
     plan, problem = tiny_problem("cnn", HOPPING)
     x = example_inputs(problem.graph, seed=4)
-    options = RunOptions(plan_version=1, timeout_s=30)
-    with LocalWorkers(DEVICES) as workers, workers.client(timeout_s=10) as client:
-        replies = deploy(client, plan, problem, workers.endpoint, options)
-        with Watchdog(client.control_connection, DEVICES, down_after_s=0.3) as watchdog:
-            recovery = Recovery(client, plan, problem, workers.endpoint, options, watchdog)
-            workers.kill("a")
-            with pytest.raises(UnreachableError, match="the origin 'a' is down"):
-                run_requests(client, "a", 1, tuple(replies["a"]["results"]), lambda _: x, 1000, 2, 30.0,
-                             rerouter=recovery)
+    with _recovering(plan, problem, RunOptions(plan_version=1, timeout_s=30), 0.3) as running:
+        workers, client, recovery, outputs = running
+        workers.kill("a")
+        with pytest.raises(UnreachableError, match="the origin 'a' is down"):
+            run_requests(client, "a", 1, outputs, lambda _: x, 1000, 2, 30.0, rerouter=recovery)
 
 
 @pytest.mark.slow  # real workers for half a minute: the slow tier
@@ -295,14 +300,11 @@ def test_a_worker_that_restarts_between_heartbeats_is_caught_and_costs_no_reques
     plan, problem = _slow_b_problem(HOPPING)
     x = example_inputs(problem.graph, seed=5)
     expected = reference_outputs(problem.graph, x, 1)
-    options = RunOptions(plan_version=1, timeout_s=60)
-    with LocalWorkers(DEVICES) as workers, workers.client(timeout_s=10) as client:
-        replies = deploy(client, plan, problem, workers.endpoint, options)
-        with Watchdog(client.control_connection, DEVICES, down_after_s=30.0) as watchdog:
-            recovery = Recovery(client, plan, problem, workers.endpoint, options, watchdog)
-            bounce_b = after_answers(10, lambda: (workers.kill("b"), workers.restart("b")))
-            outcomes = run_requests(client, "a", recovery.version, tuple(replies["a"]["results"]), lambda _: x,
-                                    120, 3, 60.0, on_done=bounce_b, rerouter=recovery)
+    with _recovering(plan, problem, RunOptions(plan_version=1, timeout_s=60), 30.0) as running:
+        workers, client, recovery, outputs = running
+        bounce_b = after_answers(10, lambda: (workers.kill("b"), workers.restart("b")))
+        outcomes = run_requests(client, "a", recovery.version, outputs, lambda _: x, 120, 3, 60.0,
+                                on_done=bounce_b, rerouter=recovery)
     _exactly_once_and_identical(outcomes, 120, 1, expected)
     b_events = [(e.state, e.action) for e in recovery.timeline if e.device == "b"]
     assert b_events and b_events[0][0] == "down", recovery.timeline

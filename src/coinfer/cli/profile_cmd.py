@@ -85,9 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_on_workers(graph: Graph, args: argparse.Namespace) -> int:
     """`--worker`: a profile per worker, measured there (coinfer.runtime.remote_profile)."""
-    from coinfer.cli.run_cmd import parse_workers, read_inputs, remote_site, weight_progress
-    from coinfer.runtime.client import Client
-    from coinfer.runtime.remote_profile import profile_on_worker
+    from coinfer.cli.run_cmd import client_security, parse_workers, weight_progress
+    from coinfer.runtime.remote_profile import profile_workers
 
     if args.device != "local" or args.fit_on:
         raise UserInputError("--worker measures on the worker: it takes no --device or --fit-on")
@@ -96,17 +95,12 @@ def run_on_workers(graph: Graph, args: argparse.Namespace) -> int:
     given = parse_workers(",".join(args.worker))
     if len(given) != len(args.worker):
         raise UserInputError("--worker names a device twice; give each NAME=HOST:PORT once")
-    site = remote_site(args, given)
-    inputs = read_inputs([], graph)
-    profiles: list[Profile] = []
-    with Client(site.client_workers, site.sink_host, security=site.security) as client, weight_progress() as shipped:
-        sink = site.client_address(client.sink_port) if site.client_address else None
-        for device in given:
-            print(f"measuring {graph.name} on {device} ({given[device]}): {args.warmup} warm-up and {args.repeats} "
-                  "timed requests", file=sys.stderr)
-            profiles.append(profile_on_worker(graph, device, client, site.endpoint, inputs, warmup=args.warmup,
-                                              repeats=args.repeats, timeout_s=args.timeout_s, client_address=sink,
-                                              progress=shipped))
+    security = client_security(args, tuple(given))
+    print(f"measuring {graph.name} on {', '.join(given)}: {args.warmup} warm-up and {args.repeats} timed requests "
+          "each", file=sys.stderr)
+    with weight_progress() as shipped:
+        profiles = list(profile_workers(graph, given, security, warmup=args.warmup, repeats=args.repeats,
+                                        timeout_s=args.timeout_s, progress=shipped).values())
     written = _write_profiles(profiles, args.output)
     if args.json:
         print_json([{"graph": graph.name, "device": p.device, "method": p.method, "total_time_s": p.total_time_s,

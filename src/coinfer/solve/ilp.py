@@ -131,12 +131,11 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = TIME_LIMIT_S, solver: s
 
 @dataclass(frozen=True)
 class ReliabilityTerms:
-    """How the MILP prices reliability (coinfer.solve.ilp_reliability): `priced` adds the form R
-    and, with `standbys`, standby variables and the floor R >= min_reliability; `with_links` puts
-    the links in the failure states, and then a node has at most one standby. Unpriced, the
-    standbys and the floor are left to the greedy pass after the solver (coinfer.solve.replicas)."""
+    """How the MILP prices reliability (coinfer.solve.ilp_reliability): `standbys` adds the form R,
+    standby variables and the floor R >= min_reliability; `with_links` puts the links in the
+    failure states, and then a node has at most one standby. Without, the standbys and the floor
+    are left to the greedy pass after the solver (coinfer.solve.replicas)."""
 
-    priced: bool = False
     standbys: bool = False
     with_links: bool = False
 
@@ -151,9 +150,9 @@ def _reliability_terms(problem: Problem) -> ReliabilityTerms:
     if not wants_standbys(problem):
         return ReliabilityTerms()
     if standbys_exact(problem) and state_count(problem, with_links=False) <= MAX_FAILURE_STATES:
-        return ReliabilityTerms(priced=True, standbys=True)
+        return ReliabilityTerms(standbys=True)
     if state_count(problem, with_links=True) <= MAX_FAILURE_STATES:
-        return ReliabilityTerms(priced=True, standbys=True, with_links=True)
+        return ReliabilityTerms(standbys=True, with_links=True)
     log.warning("ilp: over %d failure states (devices and links that can fail); the placement is solved without "
                 "reliability, and the standby pass after it meets the floor or prices unreliability",
                 MAX_FAILURE_STATES)
@@ -172,7 +171,7 @@ def _standby_count(plan: Plan) -> int:
 def _arguments(model: MilpModel, singles: list[Breakdown],
                terms_: ReliabilityTerms) -> tuple[dict[str, Any], float]:
     """scipy.optimize.milp's arguments for the model, and the factor the objective is scaled by."""
-    form = reliability_form(model, with_links=terms_.with_links) if terms_.priced else {}
+    form = reliability_form(model, with_links=terms_.with_links) if terms_.standbys else {}
     lin = metrics(model)
     objective = _objective(model, lin, form)
     # Subnormal coefficients (a price of 1e-313 USD per byte) would overflow the scaling below;
