@@ -2,7 +2,9 @@
 
 REFERENCE section 4 (Deng et al., arXiv 2605.09623): a Raspberry Pi 5 edge -> laptop fog -> GPU
 desktop cloud (preset `pi-laptop-desktop`), VGG16 / AlexNet / MobileNetV2 with deadlines of 700 /
-250 / 200 ms, analytic roofline node times of the catalogued devices.
+250 / 200 ms, node times predicted from the catalog: the devices' sustained PyTorch speeds
+(coinfer.profile.sustained: the Pi 5's fitted to published latencies; the laptop's and the GPU's
+transferred from the i5-5200U's and the V100's fits, uncalibrated).
 
 Choices, and why:
 - Objective `origin-energy=0.6,energy=0.3,latency=0.1`: the paper scores energy first,

@@ -2,14 +2,13 @@
 
 For each model and each DADS uplink preset (Raspberry Pi 3 + server; CAT1 0.13, 3G 1.1, 4G 5.85,
 WiFi 18.88 Mbit/s), solve with origin-only, server-only, neurosurgeon and dads, and print the
-predicted latencies as a markdown table. Node times are roofline predictions with the catalog's
-default efficiencies (no calibration), so the table is the same on any machine.
+predicted latencies as a markdown table. Node times are the catalog's sustained PyTorch speeds
+(coinfer.profile.sustained; nothing is measured), so the table is the same on any machine.
 
     .venv/bin/python benchmarks/dads_reproduction.py [--models resnet18,...] [--pi-slowdown 4] [--json out.json]
 
-`--pi-slowdown F` multiplies every Pi node time by F (a Pi slower than its roofline predicts: real
-embedded CPUs reach a fraction of their datasheet peak), to see whether interior cuts, where DAG
-structure can matter, come into play.
+`--pi-slowdown F` multiplies every Pi node time by F (a Pi slower than predicted), to see whether
+interior cuts, where DAG structure can matter, come into play.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ they are skipped (a CAT1 upload of an image takes about 37 s).
 
 What plays what: the server is this machine (its node times are measured here at 1 thread, so the
 prediction is what this machine can deliver); the Pi is emulated (each Pi stage is held for the
-Pi's calibrated-roofline time, which is slower than this machine). Links: `--shaping inproc`
-(default) or `kernel` (tc in network namespaces; root only).
+Pi's predicted time, the catalog's sustained PyTorch speed, which is slower than this machine).
+Links: `--shaping inproc` (default) or `kernel` (tc in network namespaces; root only).
 
     .venv/bin/python benchmarks/runtime_accuracy.py [--models resnet18,mobilenet_v2,vgg16] [--requests 50]
 """
@@ -30,7 +30,6 @@ from coinfer.cost import evaluate
 from coinfer.files.cluster_file import load_cluster
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Problem
-from coinfer.profile.analytic import calibrate
 from coinfer.profile.measure import measure_cached
 from coinfer.runtime.client import Client
 from coinfer.runtime.local import LocalWorkers
@@ -78,11 +77,10 @@ def main() -> int:
     for model in args.models.split(","):
         graph = capture(f"torchvision:{model}")
         here = measure_cached(graph, CACHE, warmup=2, repeats=5, threads=1)
-        calibration = calibrate(here, graph)
         for preset in args.uplinks.split(","):
             cluster = load_cluster(preset)
             server = cluster.servers[0].name
-            problem = make_problem(graph, cluster, profiles={server: here}, calibration=calibration)
+            problem = make_problem(graph, cluster, profiles={server: here})
             third = len(graph.nodes) // 3
             plans = {args.solver: get_solver(args.solver)(problem), "server-only": all_on(graph, server),
                      "split at 1/3": Plan(graph, {n.id: problem.origin if i < third else server

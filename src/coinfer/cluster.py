@@ -64,8 +64,9 @@ class Device:
     `time_model` says how node times are predicted when no measured profile is given: "flops"
     divides FLOPs by `flops_per_s` (the survey's L_c = F / com); "roofline" uses the catalogued
     hardware named by `catalog` (peak FLOP/s, memory bandwidth, per-op efficiency). `framework`
-    (pytorch or onnxruntime), with a catalogued device, predicts with what that device sustains
-    under that framework (coinfer.profile.sustained) instead of its datasheet peaks.
+    (pytorch, the default a cluster file gives a catalogued device, or onnxruntime) predicts with
+    what that device sustains under that framework (coinfer.profile.sustained); `peak` asks for
+    its datasheet peaks with the default efficiencies.
     """
 
     name: str
@@ -82,7 +83,7 @@ class Device:
     time_model: TimeModel = "flops"
     origin: bool = False
     idle_power_w: float = 0.0  # drawn while waiting for the answer; the origin only (cost.terms)
-    framework: str | None = None  # with a catalogued device: predict its sustained speed under this framework
+    framework: str | None = None  # with a catalogued device: pytorch | onnxruntime (its sustained speed) | peak
 
     @property
     def busy_power_w(self) -> float:

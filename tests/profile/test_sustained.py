@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 
@@ -25,8 +26,8 @@ from coinfer.profile.sustained import (
     sustained_fit,
 )
 
-TORCHVISION_MODELS = {"mobilenet_v2", "mobilenet_v3_large", "resnet18", "resnet50", "efficientnet_b0", "vgg13",
-                      "googlenet", "shufflenet_v2_x1_0"}
+TORCHVISION_MODELS = {"mobilenet_v2", "mobilenet_v3_large", "resnet18", "resnet34", "resnet50", "resnet101",
+                      "resnet152", "efficientnet_b0", "vgg13", "googlenet", "shufflenet_v2_x1_0"}
 
 
 def _random_graphs(count: int) -> list[Graph]:
@@ -93,19 +94,42 @@ def test_the_shipped_fits_predict_their_published_models_within_25_percent() -> 
 def test_every_fit_is_of_a_catalogued_device_with_published_figures() -> None:
     fitted = {(e.device, e.framework) for e in published() if e.fit}
     assert set(fits()) == fitted
-    assert sustained_fit("jetson-nano", "pytorch") is None  # nothing published: peak-only
+    assert all(f.calibrated and f.transferred_from is None for f in fits().values())
+
+
+def test_a_device_without_figures_takes_the_fit_the_catalog_names_and_stays_uncalibrated() -> None:
+    nano = sustained_fit("jetson-nano", "pytorch")
+    donor = sustained_fit("jetson-xavier-nx", "pytorch")
+    assert nano is not None and donor is not None and donor.calibrated
+    assert not nano.calibrated and nano.transferred_from == "jetson-xavier-nx" and nano.device == "jetson-nano"
+    assert nano.parameters == donor.parameters and "uncalibrated" in nano.describe()
+    assert sustained_fit("jetson-nano", "onnxruntime") is None  # nothing to transfer: peak-only
+    graph = chain("toy", [("aten.conv2d", 2e9, 400_000, 10_000)])
+    profile = predict_sustained(graph, device_spec("jetson-nano"), nano)
+    # the fractions carry over, the peaks stay the device's own: the Nano is predicted slower
+    assert profile.total_time_s > predict_sustained(graph, device_spec("jetson-xavier-nx"), donor).total_time_s
+    assert profile.settings["calibrated"] is False
+    for spec in CATALOG.values():
+        if spec.sustained_like is not None:
+            assert spec.sustained_like in CATALOG and spec.sustained_like_why and spec.sustained_like != spec.name
 
 
 def test_a_cluster_device_with_a_framework_is_predicted_by_what_it_sustains() -> None:
     graph = chain("toy", [("aten.conv2d", 2e8, 400_000, 10_000), ("aten.relu", 0, 400_000, 0)])
     cluster = cluster_from_dict({"devices": {
-        "pi": {"device": "rpi5", "framework": "pytorch", "origin": True},
-        "pi-peak": {"device": "rpi5"},
-        "nano": {"device": "jetson-nano", "framework": "pytorch"}}}, "c.yaml")
+        "pi": {"device": "rpi5", "origin": True},  # pytorch unless the file says otherwise
+        "pi-ort": {"device": "rpi5", "framework": "onnxruntime"},
+        "pi-peak": {"device": "rpi5", "framework": "peak"},
+        "nano": {"device": "jetson-nano"},
+        "nano-ort": {"device": "jetson-nano", "framework": "onnxruntime"}}}, "c.yaml")
+    assert cluster.device("pi").framework == "pytorch"
     times, sources = resolve_times(graph, cluster)
     assert sources["pi"].startswith("sustained:rpi5 (pytorch, fitted on 5 published models")
-    assert "peak-only, uncalibrated" in sources["nano"] and "peak-only, uncalibrated" in sources["pi-peak"]
+    assert sources["pi-ort"].startswith("sustained:rpi5 (onnxruntime, fitted on 5 published models")
+    assert "uncalibrated" in sources["nano"] and "jetson-xavier-nx's fit transferred" in sources["nano"]
+    assert "peak-only, uncalibrated" in sources["nano-ort"] and "peak-only, uncalibrated" in sources["pi-peak"]
     assert sum(times["pi"].values()) > 2 * sum(times["pi-peak"].values())  # eager PyTorch is far from the peak
+    assert sum(times["pi"].values()) > sum(times["pi-ort"].values())  # and slower than ONNX Runtime there
     with pytest.raises(ClusterFileError, match="'framework' predicts a catalogued 'device'"):
         cluster_from_dict({"devices": {"x": {"flops_per_s": 1e9, "framework": "pytorch", "origin": True}}}, "c.yaml")
 
@@ -113,15 +137,62 @@ def test_a_cluster_device_with_a_framework_is_predicted_by_what_it_sustains() ->
 def test_the_command_line_shows_the_fits_and_says_uncalibrated(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert main(["devices", "--json"]) == 0
     by_name = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
-    assert set(by_name["rpi4b"]["sustained"]) == {"pytorch", "onnxruntime"} and by_name["v100"]["sustained"] == {}
+    assert set(by_name["rpi4b"]["sustained"]) == {"pytorch", "onnxruntime"}
+    assert set(by_name["jetson-nano"]["sustained"]) == {"pytorch"}
+    assert by_name["jetson-nano"]["sustained"]["pytorch"]["transferred_from"] == "jetson-xavier-nx"
+    rpi5 = by_name["rpi5"]["sustained"]["pytorch"]
+    assert rpi5["threads"] == "default"
+    classes = rpi5["efficiency_by_class"]
+    assert set(classes) == {"dense_conv", "depthwise_conv", "matmul", "attention", "memory_bound_bandwidth"}
+    assert 0 < classes["depthwise_conv"] < classes["dense_conv"] <= 1  # eager depthwise kernels are the slow ones
     graph = tmp_path / "g.json"
     graph.write_text(json.dumps({"version": 1, "name": "toy", "input_bytes": 1e3, "nodes": [
         {"id": "a", "inputs": ["input"], "flops": 1e9, "output_bytes": 1e3, "op": "aten.conv2d"}]}))
     cache = ["--cache-dir", str(tmp_path / "cache")]  # no calibration of this machine there
     assert main(["profile", str(graph), "--device", "analytic:jetson-nano", *cache]) == 0
-    assert "uncalibrated" in capsys.readouterr().out
+    assert "uncalibrated: nothing published for this device, jetson-xavier-nx's fit" in capsys.readouterr().out
+    assert main(["profile", str(graph), "--device", "analytic:rpi5", "--framework", "peak", *cache]) == 0
+    assert "uncalibrated: datasheet peaks only" in capsys.readouterr().out
     assert main(["profile", str(graph), "--device", "analytic:rpi5", "--framework", "pytorch", "--json", *cache]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["settings"]["calibrated"] and doc["settings"]["sustained"]["framework"] == "pytorch"
     assert main(["profile", str(graph), "--framework", "pytorch", *cache]) == 2
     assert "use it with --device analytic:NAME" in capsys.readouterr().err
+
+
+def test_without_a_fit_a_calibration_of_this_machine_sets_the_efficiencies_and_the_source_says_so() -> None:
+    from coinfer.profile.analytic import Calibration, predict
+
+    graph = chain("toy", [("aten.conv2d", 2e8, 400_000, 10_000), ("aten.relu", 0, 400_000, 0)])
+    calibration = Calibration(1e11, 1e10, 1e-5, {"conv": 0.05, "elementwise": 0.2}, ("resnet18",))
+    cluster = cluster_from_dict({"devices": {
+        "pi": {"device": "rpi5", "origin": True},
+        "nano": {"device": "jetson-nano", "framework": "onnxruntime"},
+        "peak": {"device": "rpi5", "framework": "peak"}}}, "c.yaml")
+    times, sources = resolve_times(graph, cluster, calibration=calibration)
+    assert sources["pi"].startswith("sustained:rpi5")  # a device's own fit wins over this machine's
+    assert sources["nano"] == ("roofline:jetson-nano (nothing published for onnxruntime; efficiencies "
+                               "calibrated on resnet18 here)")
+    assert "datasheet peaks asked for" in sources["peak"]
+    assert times["nano"] == predict(graph, device_spec("jetson-nano"), calibration).node_time_s
+    assert times["peak"] == predict(graph, device_spec("rpi5"), calibration).node_time_s
+
+
+def test_every_catalogued_device_says_whether_its_prediction_is_calibrated() -> None:
+    graph = chain("toy", [("aten.conv2d", 2e8, 400_000, 10_000), ("aten.linear", 1e6, 8_000, 4_000_000)])
+    names = list(CATALOG)
+    cluster = cluster_from_dict({"devices": {name: {"device": name, "origin": i == 0}
+                                             for i, name in enumerate(names)}}, "c.yaml")
+    times, sources = resolve_times(graph, cluster)
+    for name in names:
+        assert all(t > 0 and math.isfinite(t) for t in times[name].values())
+        own = (name, "pytorch") in fits()
+        assert ("fitted on" in sources[name]) == own
+        assert own or "uncalibrated" in sources[name], sources[name]
+
+
+def test_a_model_published_twice_is_fitted_on_both_figures_and_named_once() -> None:
+    v100 = sustained_fit("v100", "pytorch")
+    assert v100 is not None and v100.fitted_on == ("resnet50", "efficientnet_b0")
+    rows = [e for e in published() if e.device == "v100"]
+    assert sorted(e.source for e in rows if e.model == "resnet50") == ["nvidia-dle-v100", "skb-v100"]

@@ -17,6 +17,7 @@ from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.plan import parse_plan
 from coinfer.profile.analytic import predict
 from coinfer.profile.catalog import device_spec
+from coinfer.profile.sustained import predict_sustained, sustained_fit
 from coinfer.runtime.batching import at_batch, batched_graph, pack, run_batched_requests, unpack
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.reference import example_inputs, reference_outputs
@@ -136,15 +137,19 @@ def test_the_batched_plan_scales_flops_and_activations_and_keeps_the_weights() -
     assert batched.graph.inputs[0].spec.shape == (4, 3, 16, 16)
 
 
-def test_on_a_catalogued_device_a_batch_takes_the_roofline_time_of_the_batched_graph() -> None:
+@pytest.mark.parametrize("framework", ["pytorch", "peak"])
+def test_on_a_catalogued_device_a_batch_takes_the_predicted_time_of_the_batched_graph(framework: str) -> None:
     graph = capture("python:tests.runtime.tiny_models:cnn")
-    cluster = cluster_from_dict({"devices": {"pi": {"device": "rpi4b", "origin": True}}, "links": []}, "pi.yaml")
+    cluster = cluster_from_dict({"devices": {"pi": {"device": "rpi4b", "framework": framework, "origin": True}},
+                                 "links": []}, "pi.yaml")
     problem = make_problem(graph, cluster)
     plan = parse_plan("stem..head@pi", graph, ("pi",))
     _, batched = at_batch(plan, problem, 8)
-    roofline = predict(batched_graph(graph, 8), device_spec("rpi4b")).node_time_s
+    fit = sustained_fit("rpi4b", "pytorch") if framework == "pytorch" else None
+    expected = (predict_sustained(batched_graph(graph, 8), device_spec("rpi4b"), fit) if fit is not None
+                else predict(batched_graph(graph, 8), device_spec("rpi4b"))).node_time_s
     for n in graph.nodes:
-        assert batched.node_time_s["pi"][n.id] == pytest.approx(roofline[n.id])
+        assert batched.node_time_s["pi"][n.id] == pytest.approx(expected[n.id])
     # weights are read once per batch, so 8 requests together take less than 8 alone on this roofline
     assert sum(batched.node_time_s["pi"].values()) < 8 * sum(problem.node_time_s["pi"].values())
 

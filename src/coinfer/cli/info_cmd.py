@@ -41,10 +41,12 @@ def run_presets(args: argparse.Namespace) -> int:
 
 def run_devices(args: argparse.Namespace) -> int:
     from coinfer.profile.catalog import CATALOG
-    from coinfer.profile.sustained import fits
+    from coinfer.profile.sustained import FRAMEWORKS, sustained_fit
 
     specs = list(CATALOG.values())
-    sustained = {name: {fw: f.to_dict() for (device, fw), f in fits().items() if device == name} for name in CATALOG}
+    fits = {name: {fw: fit for fw in FRAMEWORKS if (fit := sustained_fit(name, fw)) is not None} for name in CATALOG}
+    sustained = {name: {fw: fit.to_dict() | {"efficiency_by_class": fit.efficiency_by_class()}
+                        for fw, fit in by_fw.items()} for name, by_fw in fits.items()}
     if args.json:
         print_json([{"name": s.name, "description": s.description, "kind": s.kind,
                      "peak_flops_per_s": s.peak_flops_per_s,
@@ -55,11 +57,24 @@ def run_devices(args: argparse.Namespace) -> int:
     print(table(["device", "kind", "peak GFLOP/s", "memory GB/s", "memory GB", "power W", "sustained fits",
                  "description"],
                 [[s.name, s.kind, s.peak_flops_per_s / 1e9, s.memory_bandwidth_bytes_per_s / 1e9,
-                  s.memory_bytes / 1e9, s.power_w, ", ".join(sustained[s.name]) or "none (peak-only)", s.description]
+                  s.memory_bytes / 1e9, s.power_w, _fits_label(sustained[s.name]), s.description]
                  for s in specs]))
-    print("\nsustained fits: what a device sustains under a framework, fitted to published latencies "
-          "(cluster field 'framework'; docs/profiles.md). Without one, predictions are peak-only and uncalibrated.")
+    rows = [[name, fw, *(f"{100 * v:.1f}" for v in fit.efficiency_by_class().values()), fit.node_overhead_s * 1e6,
+             fit.threads, fit.transferred_from or name]
+            for name, by_fw in fits.items() for fw, fit in by_fw.items()]
+    print("\nsustained, % of the datasheet peak (memory-bound kinds: % of its bandwidth):\n")
+    print(table(["device", "framework", "dense conv", "depthwise conv", "matmul*", "attention*", "memory-bound",
+                 "overhead us", "threads", "figures of"], rows))
+    print("* follow the dense compute scale: the published models (CNNs) do not tell them apart")
+    print("\nsustained fits: what a device sustains under a framework (cluster field 'framework', default pytorch), "
+          "fitted to published latencies of that device, or transferred from a device with the same cores (\"from "
+          "NAME\": uncalibrated); without one, predictions are peak-only and uncalibrated. docs/profiles.md")
     return 0
+
+
+def _fits_label(by_framework: dict[str, dict[str, object]]) -> str:
+    return ", ".join(fw + (f" (from {f['transferred_from']})" if "transferred_from" in f else "")
+                     for fw, f in by_framework.items()) or "none (peak-only)"
 
 
 def _origin_first(origin: str, devices: list[str]) -> str:

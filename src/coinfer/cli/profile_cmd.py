@@ -27,8 +27,9 @@ def register(sub: Any) -> None:
     add_model_arguments(p)
     p.add_argument("--device", default="local", metavar="local|analytic:NAME|regression",
                    help="where the times are for (default local)")
-    p.add_argument("--framework", choices=["pytorch", "onnxruntime"], help="with --device analytic:NAME: predict what "
-                   "the device sustains under this framework, fitted to published latencies (coinfer devices)")
+    p.add_argument("--framework", choices=["pytorch", "onnxruntime", "peak"], help="with --device analytic:NAME: "
+                   "predict what the device sustains under this framework, fitted to published latencies "
+                   "(coinfer devices; default pytorch), or 'peak' for its datasheet peaks")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs; the median is kept (default 10)")
     p.add_argument("--threads", type=int, help="torch threads while measuring (default: torch's default)")
@@ -60,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.device.startswith("analytic:"):
         profile = predict_on(graph, args.device.removeprefix("analytic:"), args)
         if not profile.settings.get("calibrated"):
-            notes.append("uncalibrated: datasheet peaks only; give --framework for a device with sustained fits "
-                         "(coinfer devices), or measure on it with --worker")
+            sustained = profile.settings.get("sustained")
+            notes.append(f"uncalibrated: nothing published for this device, {sustained['transferred_from']}'s fit "
+                         f"transferred ({sustained['transfer_why']})" if isinstance(sustained, dict) else
+                         "uncalibrated: datasheet peaks only (coinfer devices lists the fitted devices)")
+            notes.append("measure on the device itself with --worker NAME=HOST:PORT")
     elif args.device == "regression":
         profile = regress(graph, args)
     else:
@@ -161,10 +165,12 @@ def predict_on(graph: Graph, name: str, args: argparse.Namespace) -> Profile:
     from coinfer.profile.calibration_file import default_calibration_path, load_calibration
     from coinfer.profile.catalog import device_spec
 
-    if args.framework:
+    if args.framework != "peak":
         from coinfer.profile.sustained import predict_sustained, sustained_fit
 
-        return predict_sustained(graph, device_spec(name), sustained_fit(name, args.framework))
+        fit = sustained_fit(name, args.framework or "pytorch")
+        if fit is not None:
+            return predict_sustained(graph, device_spec(name), fit)
 
     path = default_calibration_path(cache_dir(args))
     calibration = load_calibration(path) if path.is_file() else None

@@ -57,7 +57,7 @@ class DeviceDoc(_Strict):
     background: BackgroundDoc | None = None
     origin: bool = False
     idle_power_w: float = Field(default=0.0, ge=0)
-    framework: Literal["pytorch", "onnxruntime"] | None = None
+    framework: Literal["pytorch", "onnxruntime", "peak"] | None = None
 
     @model_validator(mode="after")
     def _one_compute_source(self) -> DeviceDoc:
@@ -182,7 +182,9 @@ def _device(name: str, doc: DeviceDoc, where: str | Path) -> Device:
         time_model="roofline" if catalog is not None and doc.flops_per_s is None and dvfs is None else "flops",
         origin=doc.origin,
         idle_power_w=doc.idle_power_w,
-        framework=doc.framework,
+        # coinfer's workers run PyTorch eager, so that is what a catalogued device is predicted under
+        framework=doc.framework or ("pytorch" if catalog is not None and doc.flops_per_s is None and dvfs is None
+                                    else None),
     )
 
 

@@ -39,6 +39,10 @@ class DeviceSpec:
     power_w: float
     sources: tuple[str, ...]
     aliases: tuple[str, ...] = ()
+    # No published latency of its own: the device whose sustained fit it takes, and why that one
+    # (the same cores, the same software stack); its predictions stay marked uncalibrated
+    sustained_like: str | None = None
+    sustained_like_why: str = ""
 
 
 def _key(name: str) -> str:
@@ -57,6 +61,8 @@ def _spec(name: str, doc: Mapping[str, Any]) -> DeviceSpec:
         kind=doc["kind"],
         sources=tuple(str(s) for s in doc["sources"]),
         aliases=tuple(str(a) for a in doc.get("aliases", ())),
+        sustained_like=(doc.get("sustained_like") or {}).get("device"),
+        sustained_like_why=str((doc.get("sustained_like") or {}).get("why", "")),
         **{f: float(doc[f]) for f in _FIELDS},
     )
 
@@ -71,6 +77,9 @@ def _load() -> tuple[dict[str, DeviceSpec], dict[str, str]]:
         for word in (spec.name, *spec.aliases):
             if index.setdefault(_key(word), spec.name) != spec.name:
                 raise RuntimeError(f"devices.yaml: {word!r} names both {index[_key(word)]} and {spec.name}")
+    for spec in specs.values():
+        if spec.sustained_like is not None and (spec.sustained_like not in specs or not spec.sustained_like_why):
+            raise RuntimeError(f"devices.yaml: {spec.name}'s sustained_like must name a catalogued device and say why")
     return specs, index
 
 

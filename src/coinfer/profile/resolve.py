@@ -2,9 +2,11 @@
 
 For each device, in this order of preference:
 1. a profile given for that device name (measured on it, or predicted and saved);
-2. its catalogued hardware: what it sustains under its `framework` (coinfer.profile.sustained,
-   fitted to published latencies; peak-only where nothing is published), else the roofline of its
-   datasheet peaks, calibrated when a calibration of this machine is available;
+2. its catalogued hardware: what it sustains under its `framework` (pytorch unless the cluster
+   says otherwise; coinfer.profile.sustained, fitted to published latencies, or transferred from a
+   device with the same cores); where there is no fit, or the cluster asks for `framework: peak`,
+   the roofline of its datasheet peaks, with efficiencies calibrated on this machine when such a
+   calibration is given (the demo), else peak-only and said to be uncalibrated;
 3. the survey's compute model, FLOPs / `flops_per_s`.
 """
 
@@ -50,29 +52,26 @@ def resolve_times(
             times[device.name] = dict(given.node_time_s)
             sources[device.name] = f"{given.method}:{given.device}"
         else:
-            times[device.name], sources[device.name] = _predicted(graph, device, calibration)
+            times[device.name], sources[device.name] = predict_device(graph, device, calibration)
     return times, sources
 
 
-def _predicted(graph: Graph, device: Device, calibration: Calibration | None) -> tuple[dict[str, float], str]:
-    if device.time_model == "roofline" and device.catalog is not None and device.framework is not None:
-        from coinfer.profile.catalog import device_spec
-        from coinfer.profile.sustained import predict_sustained, sustained_fit
-
-        fit = sustained_fit(device.catalog, device.framework)
-        profile = predict_sustained(graph, device_spec(device.catalog), fit)
-        if fit is None:
-            return dict(profile.node_time_s), (f"roofline:{device.catalog} (peak-only, uncalibrated: nothing "
-                                               f"published for {device.framework})")
-        return dict(profile.node_time_s), (f"sustained:{device.catalog} ({device.framework}, fitted on "
-                                           f"{len(fit.fitted_on)} published models)")
+def predict_device(graph: Graph, device: Device, calibration: Calibration | None = None
+                   ) -> tuple[dict[str, float], str]:
+    """Node times of `graph` on a device with no profile given (step 2 or 3 of the module docstring)."""
     if device.time_model == "roofline" and device.catalog is not None:
         from coinfer.profile.analytic import predict
         from coinfer.profile.catalog import device_spec
+        from coinfer.profile.sustained import FRAMEWORKS, predict_sustained, sustained_fit
 
-        profile = predict(graph, device_spec(device.catalog), calibration)
-        tag = (f"calibrated on {', '.join(calibration.fitted_on)} here" if calibration is not None
-               else "peak-only, uncalibrated; give it a framework for its sustained speed")
-        return dict(profile.node_time_s), f"roofline:{device.catalog} ({tag})"
+        spec = device_spec(device.catalog)
+        fit = sustained_fit(spec.name, device.framework) if device.framework in FRAMEWORKS else None
+        if fit is not None:
+            return dict(predict_sustained(graph, spec, fit).node_time_s), f"sustained:{spec.name} ({fit.describe()})"
+        why = (f"nothing published for {device.framework}" if device.framework in FRAMEWORKS
+               else "datasheet peaks asked for")
+        tag = (f"{why}; efficiencies calibrated on {', '.join(calibration.fitted_on)} here" if calibration is not None
+               else f"peak-only, uncalibrated: {why}")
+        return dict(predict(graph, spec, calibration).node_time_s), f"roofline:{spec.name} ({tag})"
     return ({n.id: compute_time_s(n.flops, device.flops_per_s) for n in graph.nodes},
             f"flops: {device.flops_per_s:.3g} FLOP/s")

@@ -19,14 +19,19 @@ models (scipy.optimize.least_squares, bounded), so that a 2x error counts the sa
 on a 1.7 s model. `published.yaml` holds the figures with their sources; `sustained.yaml` holds the
 fits, written by `benchmarks/device_fidelity.py --write`, which also prints how well they predict
 each model (in the fit, and held out). A device with no published figure for a framework has no
-fit: its predictions are peak-only, and every output that uses them says "uncalibrated".
+fit of its own. Where the catalog names a device with the same cores and software stack
+(`sustained_like` in devices.yaml: a Xeon of the same Broadwell generation as a fitted laptop CPU,
+a phone's Cortex-A77 cores beside a Pi 5's A76), it takes that device's fit: the fractions of peak
+carry over, the peaks stay its own (docs/profiles.md measures how well such transfers predict
+between devices that do have figures). Otherwise its predictions are peak-only. Either way every
+output that uses them says "uncalibrated".
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -43,11 +48,14 @@ from coinfer.profile.opkinds import is_grouped_conv, node_features
 from coinfer.profile.timings import Profile
 
 FRAMEWORKS = ("pytorch", "onnxruntime")
-# Bounds of the fit (a, g, b, t_0): a compute scale below 1/1000 or a bandwidth below 1% of the
-# datasheet's would be a broken figure, not a slow framework; above 2 a convolution (default
-# efficiency 0.5) would beat the peak
+# Bounds of the fit (a, g, b, t_0): a compute scale below 1/1000 would be a broken figure, not a
+# slow framework; above 2 a convolution (default efficiency 0.5) would beat the peak. The bandwidth
+# has a floor of a quarter of the datasheet's (an assumption: a memory-bound kernel that streams gets
+# at least that); without it five whole-model figures let the fit trade a dense-kernel speed above
+# any measured one against a memory 25x slower than the board's (the Pi 4's PyTorch fit did), and a
+# fit that wrong in its parts predicts other models and other devices badly (docs/profiles.md)
 _TOP_SCALE = 1.0 / max(DEFAULT_EFFICIENCY[k] for k in ("conv", "matmul"))
-BOUNDS = ((1e-3, 1e-3, 0.01, 0.0), (_TOP_SCALE, _TOP_SCALE, 1.0, 2e-3))
+BOUNDS = ((1e-3, 1e-3, 0.25, 0.0), (_TOP_SCALE, _TOP_SCALE, 1.0, 2e-3))
 
 
 @dataclass(frozen=True)
@@ -76,15 +84,43 @@ class SustainedFit:
     node_overhead_s: float
     fitted_on: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default_factory=tuple)
+    transferred_from: str | None = None  # the fit is this device's (catalog `sustained_like`), not `device`'s
+    transfer_why: str = ""
+    threads: str = "default"  # the thread count of the published figures ("default": every core)
+
+    @property
+    def calibrated(self) -> bool:
+        """Fitted to published latencies of this very device."""
+        return self.transferred_from is None
 
     @property
     def parameters(self) -> tuple[float, float, float, float]:
         return self.compute_scale, self.depthwise_scale, self.bandwidth_fraction, self.node_overhead_s
 
+    def efficiency_by_class(self) -> dict[str, float]:
+        """The fraction of the datasheet peak each op class sustains, and of its DRAM bandwidth the
+        memory-bound ones (element-wise, pooling, normalisation) reach. Matmul/linear and attention
+        follow the compute scale: the published models, CNNs, do not tell them apart from convolutions."""
+        return {"dense_conv": DEFAULT_EFFICIENCY["conv"] * self.compute_scale,
+                "depthwise_conv": DEFAULT_EFFICIENCY["conv"] * self.depthwise_scale,
+                "matmul": DEFAULT_EFFICIENCY["matmul"] * self.compute_scale,
+                "attention": DEFAULT_EFFICIENCY["attention"] * self.compute_scale,
+                "memory_bound_bandwidth": self.bandwidth_fraction}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"compute_scale": self.compute_scale, "depthwise_scale": self.depthwise_scale,
-                "bandwidth_fraction": self.bandwidth_fraction, "node_overhead_s": self.node_overhead_s,
-                "fitted_on": list(self.fitted_on), "sources": list(self.sources)}
+        doc = {"compute_scale": self.compute_scale, "depthwise_scale": self.depthwise_scale,
+               "bandwidth_fraction": self.bandwidth_fraction, "node_overhead_s": self.node_overhead_s,
+               "threads": self.threads, "fitted_on": list(self.fitted_on), "sources": list(self.sources)}
+        if self.transferred_from is not None:
+            doc |= {"transferred_from": self.transferred_from, "transfer_why": self.transfer_why}
+        return doc
+
+    def describe(self) -> str:
+        """Where the fit comes from, for the time source of a plan."""
+        if self.transferred_from is None:
+            return f"{self.framework}, fitted on {len(self.fitted_on)} published models"
+        return (f"{self.framework}, uncalibrated: nothing published for it, {self.transferred_from}'s fit "
+                f"transferred ({self.transfer_why})")
 
 
 @cache
@@ -103,15 +139,22 @@ def fits() -> Mapping[tuple[str, str], SustainedFit]:
     doc = yaml.safe_load(resources.files("coinfer.profile").joinpath("sustained.yaml").read_text()) or {}
     return {(device, fw): SustainedFit(device, fw, float(f["compute_scale"]), float(f["depthwise_scale"]),
                                        float(f["bandwidth_fraction"]), float(f["node_overhead_s"]),
-                                       tuple(f.get("fitted_on", ())), tuple(f.get("sources", ())))
+                                       tuple(f.get("fitted_on", ())), tuple(f.get("sources", ())),
+                                       threads=str(f.get("threads", "default")))
             for device, by_framework in (doc.get("devices") or {}).items() for fw, f in by_framework.items()}
 
 
 def sustained_fit(device: str, framework: str = "pytorch") -> SustainedFit | None:
-    """The fit of a catalogued device under `framework`, or None (peak-only)."""
+    """The fit of a catalogued device under `framework`, its `sustained_like` device's, or None (peak-only)."""
     if framework not in FRAMEWORKS:
         raise UserInputError(f"framework {framework!r}: use one of {', '.join(FRAMEWORKS)}")
-    return fits().get((device_spec(device).name, framework))
+    spec = device_spec(device)
+    own = fits().get((spec.name, framework))
+    if own is not None or spec.sustained_like is None:
+        return own
+    donor = fits().get((spec.sustained_like, framework))
+    return None if donor is None else replace(donor, device=spec.name, transferred_from=donor.device,
+                                              transfer_why=spec.sustained_like_why)
 
 
 def predict_sustained(graph: Graph, spec: DeviceSpec, fit: SustainedFit | None) -> Profile:
@@ -122,7 +165,7 @@ def predict_sustained(graph: Graph, spec: DeviceSpec, fit: SustainedFit | None) 
         "catalog": spec.name, "peak_flops_per_s": spec.peak_flops_per_s,
         "memory_bandwidth_bytes_per_s": spec.memory_bandwidth_bytes_per_s,
         "sustained": fit.to_dict() | {"framework": fit.framework} if fit else None,
-        "calibrated": fit is not None}
+        "calibrated": fit is not None and fit.calibrated}
     return Profile(graph.name, graph_digest(graph), f"analytic:{spec.name}", "analytic", times, {}, settings)
 
 
@@ -144,7 +187,7 @@ class _Features:
 
 
 def fit_sustained(spec: DeviceSpec, framework: str, measured: Sequence[tuple[Graph, float]],
-                  sources: Sequence[str] = ()) -> SustainedFit:
+                  sources: Sequence[str] = (), threads: str = "default") -> SustainedFit:
     """The (a, g, b, t_0) that fit the published latencies `measured` (graph, seconds) best."""
     from scipy.optimize import least_squares
 
@@ -165,5 +208,5 @@ def fit_sustained(spec: DeviceSpec, framework: str, measured: Sequence[tuple[Gra
     bounds = (np.array(BOUNDS[0])[keep], np.array(BOUNDS[1])[keep])
     result = least_squares(residuals, start, bounds=bounds, x_scale=np.array([0.1, 0.1, 0.1, 1e-5])[keep])
     a, g, b, t0 = (float(v) for v in parameters(result.x))
-    return SustainedFit(spec.name, framework, a, g, b, t0, tuple(gr.name for gr, _ in measured),
-                        tuple(dict.fromkeys(sources)))
+    return SustainedFit(spec.name, framework, a, g, b, t0, tuple(dict.fromkeys(gr.name for gr, _ in measured)),
+                        tuple(dict.fromkeys(sources)), threads=threads)

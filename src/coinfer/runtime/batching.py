@@ -12,10 +12,11 @@ What the cost model and device emulation assume at batch K (`at_batch`):
 - every node's FLOPs and activation bytes grow K times; weights are read once per batch, so
   parameter bytes do not grow (this is what makes batching pay on memory-bound layers);
 - a node's time on a device the cluster describes by its catalogued hardware (`time_model:
-  roofline`) is the plan's time scaled by the roofline's own batch scaling on that hardware,
-  roofline(batch K) / roofline(batch 1). When the plan's times are the uncalibrated roofline's,
-  this is exactly the roofline of the batched graph; measured or calibrated times keep their
-  level and follow the roofline's shape. A device described by `flops_per_s` alone takes K times
+  roofline`) is the plan's time scaled by its predictor's own batch scaling on that hardware
+  (the sustained roofline of its framework, or the datasheet's: coinfer.profile.resolve),
+  predicted(batch K) / predicted(batch 1). When the plan's times are that prediction, this is
+  exactly the prediction of the batched graph; measured or calibrated times keep their level and
+  follow its shape. A device described by `flops_per_s` alone takes K times
   the plan's time, as FLOPs / rate gives;
 - a request-rate constraint becomes a batch rate (rate / K).
 """
@@ -27,6 +28,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from coinfer.cluster import Device
 from coinfer.errors import CoinferError, PlanError, UserInputError, WorkerError
 from coinfer.graph import Graph, GraphInput, ModelSource, Node, TensorSpec
 from coinfer.plan import Plan
@@ -168,20 +170,21 @@ def batched_node_times(problem: Problem, graph_k: Graph, k: int) -> dict[str, di
     for device in problem.cluster.devices:
         times = problem.node_time_s[device.name]
         if device.time_model == "roofline" and device.catalog is not None:
-            ratio = roofline_batch_ratio(problem.graph, graph_k, k, device.catalog)
+            ratio = roofline_batch_ratio(problem.graph, graph_k, k, device)
             out[device.name] = {n: t * ratio[n] for n, t in times.items()}
         else:
             out[device.name] = {n: t * k for n, t in times.items()}
     return out
 
 
-def roofline_batch_ratio(graph: Graph, graph_k: Graph, k: int, catalog: str) -> dict[str, float]:
-    """Per node, roofline time at batch K over roofline time at batch 1 on the catalogued device."""
-    from coinfer.profile.analytic import predict
-    from coinfer.profile.catalog import device_spec
+def roofline_batch_ratio(graph: Graph, graph_k: Graph, k: int, device: Device) -> dict[str, float]:
+    """Per node, predicted time at batch K over predicted time at batch 1 on the catalogued device.
 
-    spec = device_spec(catalog)
-    one, many = predict(graph, spec).node_time_s, predict(graph_k, spec).node_time_s
+    The prediction is the one the cluster asks for (its framework's sustained roofline, or the
+    datasheet's), so the uncalibrated prediction of the batched graph is exactly what it gives."""
+    from coinfer.profile.resolve import predict_device
+
+    one, many = predict_device(graph, device)[0], predict_device(graph_k, device)[0]
     # the roofline's per-node overhead keeps every batch-1 time positive; K covers a zero anyway
     return {n: many[n] / one[n] if one[n] > 0 else float(k) for n in one}
 
