@@ -3,8 +3,9 @@
 `geometry` holds regions, windows, the backward tile-bound recurrence and tile grids;
 `bounds` the range as a DAG of spatial ops and `tile_bounds`, which walks it backwards from an
 output tile to the region of every value the tile needs; `program_ops` reads that DAG from a
-captured model's aten program; `reference` runs tiles with torch (imported only by it). Importing
-this package imports no torch.
+captured model's aten program; `reference` runs tiles with torch (imported only by it); `cost`
+prices a fused tiled stage (each tile's compute, scatter and gather, memory, energy, overlap).
+Importing this package imports no torch.
 
     spatial = spatial_range(graph, "layer1.0.conv1", "layer2.1.relu.relu__8", program)
     grid = equal_grid(*spatial.output_size, tile_rows=2, tile_cols=2)
@@ -14,6 +15,7 @@ this package imports no torch.
 from __future__ import annotations
 
 from coinfer.tiling.bounds import OpBounds, SpatialOp, SpatialRange, TileBounds, tile_bounds
+from coinfer.tiling.cost import Contention, DeviceCost, TileCost, TiledStageCost, tiled_stage_cost
 from coinfer.tiling.geometry import (
     InputNeed,
     Padding,
@@ -34,7 +36,8 @@ from coinfer.tiling.geometry import (
 from coinfer.tiling.program_ops import spatial_range
 
 __all__ = [
-    "InputNeed", "OpBounds", "Padding", "Region", "Span", "SpatialOp", "SpatialRange", "TileBounds", "TileGrid",
-    "Window", "Window1d", "check_cover", "equal_grid", "grid_from_sizes", "spatial_range", "split_sizes", "strips",
-    "tile_bounds", "weighted_grid", "window_input_need", "window_output_size",
+    "Contention", "DeviceCost", "InputNeed", "OpBounds", "Padding", "Region", "Span", "SpatialOp", "SpatialRange",
+    "TileBounds", "TileCost", "TileGrid", "TiledStageCost", "Window", "Window1d", "check_cover", "equal_grid",
+    "grid_from_sizes", "spatial_range", "split_sizes", "strips", "tile_bounds", "tiled_stage_cost", "weighted_grid",
+    "window_input_need", "window_output_size",
 ]

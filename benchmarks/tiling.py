@@ -1,0 +1,204 @@
+"""Predicted figures of fused spatial tiling (issue 15): speed-up, bytes moved, memory, redundant overlap.
+
+What it measures: nothing is run tile by tile here. Every figure is PREDICTED by the cost model of
+`coinfer.tiling.cost` (each tile's compute proportional to the output positions it computes, halo
+overlap included; scatter and gather messages over the links actually used, scheduled as FIFO
+resources; memory = the range's weights + the largest working set of one node on one tile), from
+node times that `coinfer.profile.resolve` predicts for a catalogued Raspberry Pi 4B (the catalog's
+sustained PyTorch speed). The runtime does not run tiled stages yet, so there is no measured column.
+
+Models and ranges (batch 1, float32, random weights; the figures depend on shapes only):
+* VGG16's features (torchvision:vgg16 at 224 x 224): features.0..features.30, up to the avgpool;
+* Darknet-19's first 16 layers (YOLOv2's backbone as DeepThings tiles it, at 416 x 416;
+  benchmarks/tiling_models.py): layers.0..layers.15;
+* resnet18 (torchvision:resnet18 at 224 x 224): conv1..layer4, up to the avgpool.
+
+Cluster: 1 to 6 identical rpi4b, each pair joined by a 100 Mbit/s link of 1 ms latency (no
+transmit power: a wired LAN); the first device holds the range's input, computes a tile, and
+gathers the stitched output. A grid of n tiles gives one tile to each of n devices (1x1, 2x1, 3x1,
+2x2, 5x1, 3x2: near-square where n allows). "links" treats every directed link as its own FIFO, as
+coinfer's simulator and emulated links do (the scatter device's crops to different peers overlap);
+"ports" gives every device one port of the link's speed (a switched LAN: the crops leave one after
+another, the output tiles arrive one at a time).
+
+A layer-only plan cannot beat one device here: the devices are identical and a request's stages
+run one after another, so every cut only adds a transfer (cost.evaluate's model); the speed-up over
+one device is also the speed-up over the best layer-only plan.
+
+    .venv/bin/python benchmarks/tiling.py
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))  # python:tiling_models:darknet16 imports from here
+
+from coinfer.capture import capture, load_program
+from coinfer.cluster import Cluster
+from coinfer.files.cluster_file import cluster_from_dict
+from coinfer.graph import Graph
+from coinfer.profile.resolve import resolve_times
+from coinfer.tiling import Contention, SpatialRange, TiledStageCost, equal_grid, spatial_range, tiled_stage_cost
+
+DEVICE_COUNTS = (1, 2, 3, 4, 5, 6)
+GRID_FOR = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2)}  # (tile rows, tile columns)
+LAN_BITS_PER_S = 100e6
+LAN_LATENCY_S = 1e-3
+CATALOG_DEVICE = "rpi4b"
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    name: str
+    spec: str
+    input_shape: tuple[int, ...]
+    first: str
+    last_prefix: str  # the range ends at the last node whose id starts with this (the whole range)
+    depths: tuple[tuple[str, str], ...]  # (label, prefix of the last node) for the fused-depth sweep
+
+
+CASES = (
+    ModelCase("VGG16 features", "torchvision:vgg16", (1, 3, 224, 224), "features.0", "features.30",
+              (("2 conv + pool", "features.4"), ("4 conv + 2 pools", "features.9"),
+               ("7 conv + 3 pools", "features.16"), ("10 conv + 4 pools", "features.23"),
+               ("13 conv + 5 pools", "features.30"))),
+    ModelCase("Darknet-19 first 16", "python:tiling_models:darknet16", (1, 3, 416, 416), "layers.0.0", "layers.15",
+              (("2 layers", "layers.1"), ("4 layers", "layers.3"), ("8 layers", "layers.7"),
+               ("12 layers", "layers.11"), ("16 layers", "layers.15"))),
+    ModelCase("resnet18 conv1..layer4", "torchvision:resnet18", (1, 3, 224, 224), "conv1", "layer4.",
+              (("stem (conv1..maxpool)", "maxpool"), ("+ layer1", "layer1."), ("+ layer2", "layer2."),
+               ("+ layer3", "layer3."), ("+ layer4", "layer4."))),
+)
+
+
+def lan(count: int) -> Cluster:
+    names = [f"pi{i}" for i in range(1, count + 1)]
+    return cluster_from_dict({
+        "devices": {n: {"tier": "edge", "device": CATALOG_DEVICE, "origin": n == names[0]} for n in names},
+        "links": [{"between": [a, b], "bandwidth_bits_per_s": LAN_BITS_PER_S, "latency_s": LAN_LATENCY_S}
+                  for i, a in enumerate(names) for b in names[i + 1:]],
+    }, name=f"{count} x {CATALOG_DEVICE}")
+
+
+def last_node(graph: Graph, prefix: str) -> str:
+    matching = [n.id for n in graph.nodes if n.id == prefix or n.id.startswith(prefix if prefix.endswith(".")
+                                                                                  else prefix + ".")]
+    if not matching:
+        raise SystemExit(f"{graph.name}: no node starts with {prefix!r}")
+    return matching[-1]
+
+
+def stage(graph: Graph, spatial: SpatialRange, times: Any, cluster: Cluster, grid: tuple[int, int],
+          device_count: int, contention: Contention = "links") -> TiledStageCost:
+    tiles = equal_grid(*spatial.output_size, *grid)
+    names = cluster.device_names[:device_count]
+    devices = [names[i % device_count] for i in range(len(tiles.tiles()))]  # round-robin, row-major
+    return tiled_stage_cost(graph, spatial, tiles, devices, times, cluster, names[0], names[0], contention)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def device_table(graph: Graph, spatial: SpatialRange, times: Any, cluster: Cluster) -> str:
+    alone = stage(graph, spatial, times, cluster, (1, 1), 1)
+    rows = []
+    for count in DEVICE_COUNTS:
+        grid = GRID_FOR[count]
+        by_links = stage(graph, spatial, times, cluster, grid, count)
+        by_ports = stage(graph, spatial, times, cluster, grid, count, "ports")
+        memory = by_links.max_tile_device_memory_bytes
+        rows.append([
+            str(count), f"{grid[0]}x{grid[1]}", f"{by_links.latency_s * 1e3:.0f}",
+            f"{alone.latency_s / by_links.latency_s:.2f}x", f"{alone.latency_s / by_ports.latency_s:.2f}x",
+            f"{by_links.moved_bytes / MB:.2f}", f"{memory / MB:.1f}",
+            f"{memory / by_links.whole_memory_bytes - 1:+.0%}", f"{by_links.redundancy:.2f}",
+            f"{by_links.energy_j / alone.energy_j - 1:+.0%}",
+        ])
+    return table(["devices", "grid", "latency ms", "speed-up (links)", "speed-up (ports)", "moved MB",
+                  "memory/device MB", "vs one device", "redundancy", "energy vs one"], rows)
+
+
+def depth_table(case: ModelCase, graph: Graph, program: Any, times: Any, cluster: Cluster) -> str:
+    rows = []
+    for label, prefix in case.depths:
+        spatial = spatial_range(graph, case.first, last_node(graph, prefix), program)
+        alone = stage(graph, spatial, times, cluster, (1, 1), 1)
+        four = stage(graph, spatial, times, cluster, (2, 2), 4)
+        nine = stage(graph, spatial, times, cluster, (3, 3), 6)
+        # the work the tiles do in all, against the range computed once (identical devices)
+        overhead = sum(t.compute_s for t in four.tiles) / alone.latency_s
+        rows.append([
+            label, f"{spatial.output_size[0]}x{spatial.output_size[1]}", f"{four.redundancy:.2f}",
+            f"{overhead:.2f}", f"{alone.latency_s / four.latency_s:.2f}x",
+            f"{four.max_tile_device_memory_bytes / four.whole_memory_bytes - 1:+.0%}",
+            f"{nine.redundancy:.2f}", f"{alone.latency_s / nine.latency_s:.2f}x",
+        ])
+    return table(["fused range", "output", "2x2 redundancy", "2x2 compute / whole", "2x2 on 4: speed-up",
+                  "2x2 memory vs one", "3x3 redundancy", "3x3 on 6: speed-up"], rows)
+
+
+def deepthings_table(graph: Graph, spatial: SpatialRange, times: Any, cluster: Cluster) -> str:
+    alone = stage(graph, spatial, times, cluster, (1, 1), 1)
+    rows = []
+    for count in DEVICE_COUNTS:
+        cost = stage(graph, spatial, times, cluster, (5, 5), count)
+        memory = cost.max_tile_device_memory_bytes
+        rows.append([str(count), f"{alone.latency_s / cost.latency_s:.2f}x", f"{cost.redundancy:.2f}",
+                     f"{memory / MB:.1f}", f"{alone.whole_memory_bytes / MB:.1f}",
+                     f"{memory / cost.whole_memory_bytes - 1:+.0%}",
+                     f"{(memory - cost.weights_bytes) / (cost.whole_memory_bytes - cost.weights_bytes) - 1:+.0%}"])
+    return table(["devices", "speed-up", "redundancy", "memory/device MB", "one device MB", "memory vs one",
+                  "activations vs one"], rows)
+
+
+def main() -> None:
+    logging.disable(logging.WARNING)
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # capture only; other benchmarks share this machine
+    except ImportError:
+        pass
+    start_s = time.perf_counter()
+    cluster = lan(max(DEVICE_COUNTS))
+    print(f"# Spatial tiling: predicted by the cost model ({CATALOG_DEVICE} x 1..6, "
+          f"{LAN_BITS_PER_S / 1e6:.0f} Mbit/s, {LAN_LATENCY_S * 1e3:.0f} ms links)\n")
+    print("All figures are PREDICTED by coinfer.tiling.cost from the catalog's sustained PyTorch speed of the "
+          "device; the runtime does not run tiled stages yet. Memory = the range's weights + the largest working "
+          "set of one node on one tile (cost.evaluate's measure), the maximum over the tile devices.\n")
+    for case in CASES:
+        # a python: spec's example input fixes its shape; torchvision models take one
+        graph = capture(case.spec, input_shape=None if case.spec.startswith("python:") else case.input_shape)
+        program = load_program(graph.source) if graph.source is not None else None
+        times, sources = resolve_times(graph, cluster)
+        last = last_node(graph, case.last_prefix)
+        spatial = spatial_range(graph, case.first, last, program)
+        alone = stage(graph, spatial, times, cluster, (1, 1), 1)
+        print(f"## {case.name}: {case.first}..{last}, input {case.input_shape[2]}x{case.input_shape[3]} -> "
+              f"{spatial.output_size[0]}x{spatial.output_size[1]}; one device {alone.latency_s * 1e3:.0f} ms, "
+              f"{alone.whole_memory_bytes / MB:.1f} MB ({alone.weights_bytes / MB:.1f} MB weights); "
+              f"times {sources[cluster.device_names[0]]}\n")
+        print("Predicted, one tile per device:\n")
+        print(device_table(graph, spatial, times, cluster) + "\n")
+        print("Predicted redundant overlap as the fused depth grows (the range starts at the input):\n")
+        print(depth_table(case, graph, program, times, cluster) + "\n")
+        if case.spec.startswith("python:tiling_models"):
+            print("Predicted, DeepThings' 5x5 grid over the 16 layers (25 tiles round-robin over the devices; "
+                  "DeepThings reports memory per device -68%):\n")
+            print(deepthings_table(graph, spatial, times, cluster) + "\n")
+    print(f"wall time {time.perf_counter() - start_s:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
