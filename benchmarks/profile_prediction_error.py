@@ -7,10 +7,12 @@ all the other models, predicts the held-out one and reports
 - node MdAPE: the median over its nodes of |predicted - measured| / measured;
 - total error: |sum predicted - sum measured| / sum measured (the whole-model latency).
 
-The roofline with default (uncalibrated) efficiencies and this machine's measured rates is the
-baseline. Usage:
+Then the same two predictors fitted on the profile of one model only (`--one`, default resnet18:
+what `coinfer profile --device regression --fit-on resnet18=PROFILE.json` does with a profile
+measured on a worker), predicting every other model. The roofline with default (uncalibrated)
+efficiencies and this machine's measured rates is the baseline. Usage:
 
-    .venv/bin/python benchmarks/profile_prediction_error.py [--threads 1] [--repeats 5] [--quick]
+    .venv/bin/python benchmarks/profile_prediction_error.py [--threads 1] [--repeats 5] [--quick] [--one resnet18]
 """
 
 from __future__ import annotations
@@ -67,10 +69,13 @@ def default_roofline_predictor(train: Pairs, graph: Graph, measured: Profile) ->
     return analytic.predict(graph, analytic.local_spec(bare), bare)
 
 
-PREDICTORS: dict[str, Predictor] = {
-    "regression (leave-one-out)": regression_predictor,
-    "roofline, calibrated (leave-one-out)": roofline_predictor,
-    "roofline, default efficiencies": default_roofline_predictor,
+# name -> (predictor, fitted on the one model of --one rather than on all the others)
+PREDICTORS: dict[str, tuple[Predictor, bool]] = {
+    "regression (leave-one-out)": (regression_predictor, False),
+    "roofline, calibrated (leave-one-out)": (roofline_predictor, False),
+    "regression (one model)": (regression_predictor, True),
+    "roofline, calibrated (one model)": (roofline_predictor, True),
+    "roofline, default efficiencies": (default_roofline_predictor, False),
 }
 
 
@@ -84,6 +89,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     parser.add_argument("--cache-dir", default=None, help="reuse measured profiles from this directory")
+    parser.add_argument("--one", default="resnet18", help="the model the one-model predictors are fitted on")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start_s = time.perf_counter()
@@ -102,11 +108,17 @@ def main() -> None:
     print(f"| model | nodes | measured ms | {heads} |")
     print("|---|---|---|" + "---|" * len(PREDICTORS))
     summary: dict[str, list[tuple[float, float]]] = {n: [] for n in PREDICTORS}
+    one = [(g, p) for g, p in pairs if g.name == args.one]
+    if not one:
+        raise SystemExit(f"--one {args.one}: not among the measured models {[g.name for g, _ in pairs]}")
     for i, (graph, measured) in enumerate(pairs):
-        train = pairs[:i] + pairs[i + 1:]
+        others = pairs[:i] + pairs[i + 1:]
         cells = []
-        for name, predictor in PREDICTORS.items():
-            node_err, total_err = errors(predictor(train, graph, measured), measured)
+        for name, (predictor, from_one) in PREDICTORS.items():
+            if from_one and graph.name == args.one:
+                cells.append("(fitted on it)")
+                continue
+            node_err, total_err = errors(predictor(one if from_one else others, graph, measured), measured)
             summary[name].append((node_err, total_err))
             cells.append(f"{node_err:.0f} / {total_err:.0f}")
         row = " | ".join(cells)
