@@ -19,7 +19,12 @@ gathers the stitched output. A grid of n tiles gives one tile to each of n devic
 2x2, 5x1, 3x2: near-square where n allows). "links" treats every directed link as its own FIFO, as
 coinfer's simulator and emulated links do (the scatter device's crops to different peers overlap);
 "ports" gives every device one port of the link's speed (a switched LAN: the crops leave one after
-another, the output tiles arrive one at a time).
+another, the output tiles arrive one at a time). Halo exchange (`mode="halo"`, CoEdge) is priced
+beside fused tiles: owned parts only, one message per halo between tile devices, each tile
+starting a node once its halos arrived. Which wins: halo exchange whenever fused tiles recompute
+more than about a tenth (deep ranges, small maps), since each of its many messages costs one
+link latency (1 ms) against tens of ms of compute per op; fused tiles only on shallow ranges
+(redundancy near 1), where those latencies are all halo exchange adds.
 
 A layer-only plan cannot beat one device here: the devices are identical and a request's stages
 run one after another, so every cut only adds a transfer (cost.evaluate's model); the speed-up over
@@ -46,6 +51,7 @@ from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.graph import Graph
 from coinfer.profile.resolve import resolve_times
 from coinfer.tiling import Contention, SpatialRange, TiledStageCost, equal_grid, spatial_range, tiled_stage_cost
+from coinfer.tiling.cost import Mode
 
 DEVICE_COUNTS = (1, 2, 3, 4, 5, 6)
 GRID_FOR = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2)}  # (tile rows, tile columns)
@@ -97,11 +103,11 @@ def last_node(graph: Graph, prefix: str) -> str:
 
 
 def stage(graph: Graph, spatial: SpatialRange, times: Any, cluster: Cluster, grid: tuple[int, int],
-          device_count: int, contention: Contention = "links") -> TiledStageCost:
+          device_count: int, contention: Contention = "links", mode: Mode = "fused") -> TiledStageCost:
     tiles = equal_grid(*spatial.output_size, *grid)
     names = cluster.device_names[:device_count]
     devices = [names[i % device_count] for i in range(len(tiles.tiles()))]  # round-robin, row-major
-    return tiled_stage_cost(graph, spatial, tiles, devices, times, cluster, names[0], names[0], contention)
+    return tiled_stage_cost(graph, spatial, tiles, devices, times, cluster, names[0], names[0], contention, mode)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -129,6 +135,26 @@ def device_table(graph: Graph, spatial: SpatialRange, times: Any, cluster: Clust
                   "memory/device MB", "vs one device", "redundancy", "energy vs one"], rows)
 
 
+def mode_table(graph: Graph, spatial: SpatialRange, times: Any, cluster: Cluster) -> str:
+    """Fused against halo exchange, one tile per device, links contention."""
+    alone = stage(graph, spatial, times, cluster, (1, 1), 1)
+    rows = []
+    for count in DEVICE_COUNTS[1:]:
+        grid = GRID_FOR[count]
+        fused = stage(graph, spatial, times, cluster, grid, count)
+        halo = stage(graph, spatial, times, cluster, grid, count, mode="halo")
+        rows.append([
+            str(count), f"{grid[0]}x{grid[1]}", f"{alone.latency_s / fused.latency_s:.2f}x",
+            f"{alone.latency_s / halo.latency_s:.2f}x", f"{fused.redundancy:.2f}",
+            f"{sum(t.compute_s for t in halo.tiles) / alone.latency_s:.2f}", str(fused.messages), str(halo.messages),
+            f"{fused.moved_bytes / MB:.2f}", f"{halo.moved_bytes / MB:.2f}",
+            f"{fused.energy_j / alone.energy_j - 1:+.0%}", f"{halo.energy_j / alone.energy_j - 1:+.0%}",
+        ])
+    return table(["devices", "grid", "fused speed-up", "halo speed-up", "fused redundancy", "halo compute / whole",
+                  "fused messages", "halo messages", "fused moved MB", "halo moved MB", "fused energy vs one",
+                  "halo energy vs one"], rows)
+
+
 def depth_table(case: ModelCase, graph: Graph, program: Any, times: Any, cluster: Cluster) -> str:
     rows = []
     for label, prefix in case.depths:
@@ -136,6 +162,7 @@ def depth_table(case: ModelCase, graph: Graph, program: Any, times: Any, cluster
         alone = stage(graph, spatial, times, cluster, (1, 1), 1)
         four = stage(graph, spatial, times, cluster, (2, 2), 4)
         nine = stage(graph, spatial, times, cluster, (3, 3), 6)
+        four_halo = stage(graph, spatial, times, cluster, (2, 2), 4, mode="halo")
         # the work the tiles do in all, against the range computed once (identical devices)
         overhead = sum(t.compute_s for t in four.tiles) / alone.latency_s
         rows.append([
@@ -143,9 +170,11 @@ def depth_table(case: ModelCase, graph: Graph, program: Any, times: Any, cluster
             f"{overhead:.2f}", f"{alone.latency_s / four.latency_s:.2f}x",
             f"{four.max_tile_device_memory_bytes / four.whole_memory_bytes - 1:+.0%}",
             f"{nine.redundancy:.2f}", f"{alone.latency_s / nine.latency_s:.2f}x",
+            f"{alone.latency_s / four_halo.latency_s:.2f}x", str(four_halo.messages),
         ])
     return table(["fused range", "output", "2x2 redundancy", "2x2 compute / whole", "2x2 on 4: speed-up",
-                  "2x2 memory vs one", "3x3 redundancy", "3x3 on 6: speed-up"], rows)
+                  "2x2 memory vs one", "3x3 redundancy", "3x3 on 6: speed-up", "2x2 halo on 4: speed-up",
+                  "2x2 halo messages"], rows)
 
 
 def deepthings_table(graph: Graph, spatial: SpatialRange, times: Any, cluster: Cluster) -> str:
@@ -191,6 +220,8 @@ def main() -> None:
               f"times {sources[cluster.device_names[0]]}\n")
         print("Predicted, one tile per device:\n")
         print(device_table(graph, spatial, times, cluster) + "\n")
+        print("Predicted, fused tiles against halo exchange (one tile per device, links):\n")
+        print(mode_table(graph, spatial, times, cluster) + "\n")
         print("Predicted redundant overlap as the fused depth grows (the range starts at the input):\n")
         print(depth_table(case, graph, program, times, cluster) + "\n")
         if case.spec.startswith("python:tiling_models"):

@@ -138,7 +138,7 @@ def tile_bounds(spatial: SpatialRange, tile: Region) -> TileBounds:
         # a value no later op reads (nor the range outputs) is not computed for this tile
         out = out if out.area else Region.of(0, 0, 0, 0)
         values[op.name] = out
-        need = _op_need(op, out)
+        need = op_input_need(op, out)
         ops[op.name] = OpBounds(out, need.crop, need.padding)
         for value in op.inputs:
             needs.setdefault(value, []).append(need.crop)
@@ -146,7 +146,8 @@ def tile_bounds(spatial: SpatialRange, tile: Region) -> TileBounds:
     return TileBounds(tile, values[spatial.input], values, ops)
 
 
-def _op_need(op: SpatialOp, out: Region) -> InputNeed:
+def op_input_need(op: SpatialOp, out: Region) -> InputNeed:
+    """What `op` reads of each of its inputs, and pads itself, to compute output region `out`."""
     if op.window is None or out.area == 0:
         return InputNeed(out, Padding())
     return window_input_need(op.window, out, op.input_size[0], op.input_size[1])

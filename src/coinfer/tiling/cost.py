@@ -1,11 +1,13 @@
-"""What one fused tiled stage costs: each tile's compute, the scatter and gather, memory, energy, overlap.
+"""What one tiled stage costs: each tile's compute, the scatter and gather, memory, energy, overlap.
 
 A tiled stage (DeepThings' fused tile partitioning, REFERENCE.md section 6) takes the range's input
 map on the *scatter* device, sends each tile device the crop its tiles read
 (`TileBounds.input_region`), lets every tile device compute its tiles with no exchange (fused mode:
 overlaps are recomputed), and sends each output tile to the *gather* device, which stitches them.
-`tiled_stage_cost` prices that, reusing `coinfer.cost.terms` for every equation it shares with
-`cost.evaluate` (transfer time, compute and transmit energy, a node's working set). Pure Python.
+`tiled_stage_cost` prices that (or halo-exchange tiles, below), reusing `coinfer.cost.terms` for
+every equation it shares with `cost.evaluate` (transfer time, compute and transmit energy, a node's
+working set); `coinfer.tiling.shapes` gives a tile's share of each node and value and
+`coinfer.tiling.schedule` the timeline. Pure Python.
 
 Model and assumptions (ours where the papers are silent):
 
@@ -44,46 +46,45 @@ Model and assumptions (ours where the papers are silent):
   counted: the stage is a part of a request, and `cost.evaluate` charges waiting to the origin.
 * Redundancy: positions computed summed over the tiles / positions of the whole range, per node
   and in total; 1 means no overlap (one tile, or pointwise ops only), more is recomputed halo.
+
+Halo-exchange mode (`mode="halo"`, CoEdge; ownership and halos: `coinfer.tiling.halo`):
+
+* Compute: a tile computes only its owned part of each op, so f_n above counts owned positions
+  (redundancy exactly 1; a node owning no op is charged by the output tile's share).
+* Scatter as in fused mode, but each crop is the tile's owned part of the input plus the input's
+  halo (the scatter device holds the whole map, so that halo costs no extra message).
+* Halos: for every value and ordered pair of tiles on different devices whose windows read the
+  other's part, one message of the box read (`terms.transfer_time_s`, latency included, bytes
+  from the value's node's spec), sent when the sender has finished the node making the value, on
+  the same FIFO resources as the crops. Tiles on one device share memory: no message.
+* Schedule (layer-by-layer synchronisation): node by node in graph order, every device runs its
+  tiles in index order; tile t starts node n at max(its device free, its crop arrived, every halo
+  that n's ops read on t arrived). Each output tile leaves for the gather device when its last
+  node is done. Messages are queued on a resource in the order their nodes run, which is their
+  ready order per directed link; with `contention="ports"` messages from two devices into one
+  port are queued by node, not by the exact ready time (a small approximation).
+* Memory: what the tile holds of each value (owned part plus halos) in the working set.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from coinfer.cluster import Cluster, Link
 from coinfer.cost import terms
-from coinfer.cost.evaluate import value_specs
 from coinfer.errors import PlanError
-from coinfer.graph import Graph, GraphInput, Node, TensorSpec
-from coinfer.tiling.bounds import SpatialRange, TileBounds, tile_bounds
+from coinfer.graph import Graph, Node
+from coinfer.tiling.bounds import SpatialRange, tile_bounds
 from coinfer.tiling.geometry import Region, TileGrid, check_cover
+from coinfer.tiling.halo import HaloBounds, halo_bounds, owned_view
+from coinfer.tiling.schedule import Contention, Exchange, StageSchedule, TileCost
+from coinfer.tiling.shapes import RangeShapes, range_nodes
 
-Contention = Literal["links", "ports"]
-Resource = tuple[str, str, str]  # ("link", source, target), ("out", device, "") or ("in", device, "")
+__all__ = ["Contention", "DeviceCost", "Mode", "TileCost", "TiledStageCost", "range_nodes", "tiled_stage_cost"]
 
-
-@dataclass(frozen=True)
-class TileCost:
-    """One tile: where it runs, what it computes, what moves, and when (seconds from the stage's start)."""
-
-    index: int  # position in the grid's row-major tile list
-    device: str
-    tile: Region  # the output region it produces
-    input_region: Region  # the crop of the range input it reads
-    computed_positions: int  # output positions of all the range's ops it computes, overlap included
-    compute_s: float
-    working_set_bytes: int  # the largest working set of one node of the range, for this tile
-    input_bytes: int  # its crop: channels x crop area x element size (sent unless on the scatter device)
-    output_bytes: int  # its output tile (sent unless on the gather device)
-    scatter_s: float  # the crop's transfer time; 0 on the scatter device
-    gather_s: float  # the output tile's transfer time; 0 on the gather device
-    input_ready_s: float
-    compute_start_s: float
-    compute_end_s: float
-    output_ready_s: float  # at the gather device
+Mode = Literal["fused", "halo"]  # recompute the overlap (DeepThings), or trade halos per op (CoEdge)
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,15 @@ class TiledStageCost:
     scatter: str
     gather: str
     contention: Contention
+    mode: Mode
     tiles: tuple[TileCost, ...]
     devices: Mapping[str, DeviceCost]
     latency_s: float  # input ready at the scatter device -> last output tile at the gather device
     scatter_bytes: int  # crops sent over links
     gather_bytes: int  # output tiles sent over links
+    halo_bytes: int  # halo mode: halos sent between tile devices over links (0 in fused mode)
+    messages: int  # sent over links: crops, output tiles and (halo mode) halos
+    halo_messages: int  # of those, halos
     redundancy: float  # computed positions over the tiles / positions of the whole range (>= 1)
     redundancy_by_node: Mapping[str, float]
     weights_bytes: int  # of the whole range
@@ -127,7 +132,7 @@ class TiledStageCost:
 
     @property
     def moved_bytes(self) -> int:
-        return self.scatter_bytes + self.gather_bytes
+        return self.scatter_bytes + self.gather_bytes + self.halo_bytes
 
     @property
     def energy_j(self) -> float:
@@ -145,8 +150,13 @@ class TiledStageCost:
 
 def tiled_stage_cost(graph: Graph, spatial: SpatialRange, tiles: TileGrid | Sequence[Region],
                      devices: Sequence[str], node_time_s: Mapping[str, Mapping[str, float]], cluster: Cluster,
-                     scatter: str, gather: str, contention: Contention = "links") -> TiledStageCost:
-    """Price the fused tiled stage computing `spatial` (a range of `graph`) as `tiles` on `devices`.
+                     scatter: str, gather: str, contention: Contention = "links",
+                     mode: Mode = "fused") -> TiledStageCost:
+    """Price the tiled stage computing `spatial` (a range of `graph`) as `tiles` on `devices`.
+
+    `mode="fused"` recomputes the overlap (each tile runs the whole range on its crop);
+    `mode="halo"` has each tile compute only its owned parts and trade halos (`coinfer.tiling.halo`;
+    `tiles` must then be a TileGrid, the ownership rule needs its cuts). Model: module docstring.
 
     `tiles` is a grid of the range's output or hand-written regions covering it once; `devices[i]`
     computes tile i (row-major for a grid). `node_time_s[device][node]` is the whole node's time
@@ -155,6 +165,11 @@ def tiled_stage_cost(graph: Graph, spatial: SpatialRange, tiles: TileGrid | Sequ
     does not cover the output, a device count that does not match, an unknown device, missing node
     times, or a tile device that no link joins to the scatter or gather device (naming the link).
     """
+    if mode not in ("fused", "halo"):
+        raise PlanError(f"mode must be 'fused' or 'halo', not {mode!r}")
+    if mode == "halo" and not isinstance(tiles, TileGrid):
+        raise PlanError("halo-exchange mode splits every map at the grid's cuts; give a TileGrid, not a list of "
+                        "regions")
     regions = _tiles(spatial, tiles)
     if len(devices) != len(regions):
         raise PlanError(f"{len(regions)} tiles need one device each, but {len(devices)} devices were given")
@@ -166,30 +181,32 @@ def tiled_stage_cost(graph: Graph, spatial: SpatialRange, tiles: TileGrid | Sequ
     nodes = range_nodes(graph, spatial)
     _check_times(node_time_s, nodes, dict.fromkeys(devices))
     links = _links(cluster, devices, scatter, gather)
-    shapes = _RangeShapes(graph, spatial, nodes)
-    bounds = [tile_bounds(spatial, r) for r in regions]
-    schedule = _Schedule(contention)
-    tile_costs = schedule.run(shapes, bounds, devices, node_time_s, links, scatter, gather)
+    shapes = RangeShapes(graph, spatial, nodes)
+    schedule = StageSchedule(contention)
+    exchanges: list[Exchange] = []
+    if mode == "fused":
+        bounds = [tile_bounds(spatial, r) for r in regions]
+        tile_costs = schedule.run(shapes, bounds, devices, node_time_s, links, scatter, gather)
+    else:
+        assert isinstance(tiles, TileGrid)
+        halo = halo_bounds(spatial, tiles)
+        links.update(_halo_links(cluster, halo, devices, spatial.input))
+        bounds = [owned_view(halo, spatial, t) for t in range(len(regions))]
+        tile_costs, exchanges = schedule.run_halo(shapes, halo, bounds, devices, node_time_s, links, scatter, gather)
     return TiledStageCost(
-        scatter=scatter, gather=gather, contention=contention, tiles=tile_costs,
-        devices=_device_costs(involved, tile_costs, shapes, cluster, links, scatter, gather),
+        scatter=scatter, gather=gather, contention=contention, mode=mode, tiles=tile_costs,
+        devices=_device_costs(involved, tile_costs, shapes, cluster, links, scatter, gather, exchanges),
         latency_s=max(t.output_ready_s for t in tile_costs),
         scatter_bytes=sum(t.input_bytes for t in tile_costs if t.device != scatter),
         gather_bytes=sum(t.output_bytes for t in tile_costs if t.device != gather),
+        halo_bytes=sum(e.size_bytes for e in exchanges), halo_messages=len(exchanges),
+        messages=len(exchanges) + sum((t.device != scatter) + (t.device != gather) for t in tile_costs),
         redundancy=sum(b.computed_positions for b in bounds) / shapes.whole_positions,
         redundancy_by_node={n.id: shapes.redundancy(n.id, bounds) for n in nodes},
         weights_bytes=shapes.weights_bytes,
         whole_working_set_bytes=max(terms.working_set_bytes(graph, n) for n in nodes),
         whole_compute_s={d: sum(node_time_s[d][n.id] for n in nodes) for d in dict.fromkeys(devices)},
     )
-
-
-def range_nodes(graph: Graph, spatial: SpatialRange) -> tuple[Node, ...]:
-    """The graph's nodes from the first to the last that owns an op of `spatial`, in graph order."""
-    owners = [graph.index[op.owner] for op in spatial.ops if op.owner in graph.index]
-    if not owners:
-        raise PlanError(f"no op of the range names a node of graph {graph.name!r}; read the range from this graph")
-    return graph.nodes[min(owners):max(owners) + 1]
 
 
 def _tiles(spatial: SpatialRange, tiles: TileGrid | Sequence[Region]) -> tuple[Region, ...]:
@@ -229,119 +246,9 @@ def _links(cluster: Cluster, devices: Sequence[str], scatter: str, gather: str) 
     return out
 
 
-class _RangeShapes:
-    """Per-node and per-value sizes of the range, and each tile's share of them."""
-
-    def __init__(self, graph: Graph, spatial: SpatialRange, nodes: Sequence[Node]) -> None:
-        self.graph, self.spatial, self.nodes = graph, spatial, nodes
-        ids = {n.id for n in nodes}
-        self.ops_of: dict[str, list[str]] = defaultdict(list)
-        for op in spatial.ops:
-            if op.kind != "item":  # an item picks a result: no positions of its own to compute
-                self.ops_of[op.owner].append(op.name)
-        self.external = tuple(dict.fromkeys(v for n in nodes for v in n.inputs if v not in ids))
-        self.whole_positions = sum(_area(spatial.sizes[op.name]) for op in spatial.ops)
-        self.weights_bytes = sum(n.param_bytes for n in nodes)
-        output_owner = next(op.owner for op in spatial.ops if op.name == spatial.output)
-        self.input_bytes_whole = _map_bytes(graph, self.external[0], spatial.input_size) if self.external else 0
-        self.output_bytes_whole = _map_bytes(graph, output_owner, spatial.output_size)
-
-    def computed(self, node_id: str, bounds: TileBounds) -> tuple[int, int]:
-        """(positions the tile computes of the node's ops, positions of the whole ops); (1, 1) with no op."""
-        names = self.ops_of.get(node_id)
-        if not names:
-            return 1, 1
-        return (sum(bounds.ops[name].output.area for name in names),
-                sum(_area(self.spatial.sizes[name]) for name in names))
-
-    def compute_s(self, bounds: TileBounds, times: Mapping[str, float]) -> float:
-        total = 0.0
-        for node in self.nodes:
-            part, whole = self.computed(node.id, bounds)
-            total += times[node.id] * part / whole
-        return total
-
-    def redundancy(self, node_id: str, bounds: Sequence[TileBounds]) -> float:
-        whole = self.computed(node_id, bounds[0])[1]
-        return sum(self.computed(node_id, b)[0] for b in bounds) / whole
-
-    def input_bytes(self, bounds: TileBounds) -> int:
-        return self.input_bytes_whole * bounds.input_region.area // _area(self.spatial.input_size)
-
-    def output_bytes(self, bounds: TileBounds) -> int:
-        return self.output_bytes_whole * bounds.tile.area // _area(self.spatial.output_size)
-
-    def working_set_bytes(self, bounds: TileBounds) -> int:
-        """`terms.working_set_bytes` of each node on a copy of the range whose values are shrunk to the tile."""
-        shrunk = []
-        for node in self.nodes:
-            part, whole = self.computed(node.id, bounds)
-            shrunk.append(replace(node, output_bytes=node.output_bytes * part // whole, outputs=()))
-        in_share = bounds.input_region.area, _area(self.spatial.input_size)
-        inputs = tuple(GraphInput(v, TensorSpec(self.graph.tensor_bytes(v) * in_share[0] // in_share[1]))
-                       for v in self.external)
-        tile_graph = Graph(f"{self.graph.name} tile", inputs, tuple(shrunk))
-        return max(terms.working_set_bytes(tile_graph, n) for n in tile_graph.nodes)
-
-
-class _Schedule:
-    """The stage's timeline: messages hold FIFO resources (module docstring), devices compute in turn."""
-
-    def __init__(self, contention: Contention) -> None:
-        if contention not in ("links", "ports"):
-            raise PlanError(f"contention must be 'links' or 'ports', not {contention!r}")
-        self.contention = contention
-        self.free_s: dict[Resource, float] = defaultdict(float)
-
-    def send(self, link: Link, size_bytes: int, ready_s: float) -> tuple[float, float]:
-        """(transfer time, arrival time) of a message ready at `ready_s`, after those sent before it."""
-        transfer_s = terms.transfer_time_s(link, size_bytes)
-        held: tuple[Resource, ...] = (
-            (("link", link.source, link.target),) if self.contention == "links"
-            else (("out", link.source, ""), ("in", link.target, "")))
-        start = max(ready_s, *(self.free_s[r] for r in held))
-        for r in held:
-            self.free_s[r] = start + transfer_s - link.latency_s  # the wire is free once the last byte left
-        return transfer_s, start + transfer_s
-
-    def run(self, shapes: _RangeShapes, bounds: Sequence[TileBounds], devices: Sequence[str],
-            node_time_s: Mapping[str, Mapping[str, float]], links: Mapping[tuple[str, str], Link],
-            scatter: str, gather: str) -> tuple[TileCost, ...]:
-        rank: dict[int, int] = {}
-        seen: dict[str, int] = defaultdict(int)
-        for i, device in enumerate(devices):
-            rank[i], seen[device] = seen[device], seen[device] + 1
-        arrival: dict[int, tuple[float, float]] = {}  # tile -> (scatter time, ready time)
-        for i in sorted(range(len(devices)), key=lambda i: (rank[i], i)):
-            device = devices[i]
-            arrival[i] = ((0.0, 0.0) if device == scatter
-                          else self.send(links[(scatter, device)], shapes.input_bytes(bounds[i]), 0.0))
-        computed: dict[int, tuple[float, float, float]] = {}  # tile -> (compute, start, end)
-        for device in dict.fromkeys(devices):
-            clock = 0.0
-            for i in sorted((i for i, d in enumerate(devices) if d == device), key=lambda i: (arrival[i][1], i)):
-                compute_s = shapes.compute_s(bounds[i], node_time_s[device])
-                start = max(clock, arrival[i][1])
-                clock = start + compute_s
-                computed[i] = (compute_s, start, clock)
-        out: list[TileCost] = []
-        for i in sorted(range(len(devices)), key=lambda i: (computed[i][2], i)):
-            device, b = devices[i], bounds[i]
-            gather_s, ready = ((0.0, computed[i][2]) if device == gather
-                               else self.send(links[(device, gather)], shapes.output_bytes(b), computed[i][2]))
-            out.append(TileCost(
-                index=i, device=device, tile=b.tile, input_region=b.input_region,
-                computed_positions=b.computed_positions, compute_s=computed[i][0],
-                working_set_bytes=shapes.working_set_bytes(b), input_bytes=shapes.input_bytes(b),
-                output_bytes=shapes.output_bytes(b), scatter_s=arrival[i][0], gather_s=gather_s,
-                input_ready_s=arrival[i][1], compute_start_s=computed[i][1], compute_end_s=computed[i][2],
-                output_ready_s=ready,
-            ))
-        return tuple(sorted(out, key=lambda t: t.index))
-
-
-def _device_costs(involved: Sequence[str], tiles: Sequence[TileCost], shapes: _RangeShapes, cluster: Cluster,
-                  links: Mapping[tuple[str, str], Link], scatter: str, gather: str) -> dict[str, DeviceCost]:
+def _device_costs(involved: Sequence[str], tiles: Sequence[TileCost], shapes: RangeShapes, cluster: Cluster,
+                  links: Mapping[tuple[str, str], Link], scatter: str, gather: str,
+                  exchanges: Sequence[Exchange] = ()) -> dict[str, DeviceCost]:
     out: dict[str, DeviceCost] = {}
     for device in involved:
         mine = [t for t in tiles if t.device == device]
@@ -349,6 +256,7 @@ def _device_costs(involved: Sequence[str], tiles: Sequence[TileCost], shapes: _R
         sends = [(links[(scatter, t.device)], t.input_bytes, t.scatter_s)
                  for t in tiles if device == scatter and t.device != scatter]
         sends += [(links[(device, gather)], t.output_bytes, t.gather_s) for t in mine if device != gather]
+        sends += [(links[(e.source, e.target)], e.size_bytes, e.transfer_s) for e in exchanges if e.source == device]
         compute_s = sum(t.compute_s for t in mine)
         energy_j = terms.compute_energy_j(cluster.device(device), compute_s)
         energy_j += sum(terms.transmit_energy_j(link, s) for link, _, s in sends)
@@ -356,7 +264,8 @@ def _device_costs(involved: Sequence[str], tiles: Sequence[TileCost], shapes: _R
             shapes.output_bytes_whole if device == gather else 0)
         out[device] = DeviceCost(
             device=device, tiles=tuple(t.index for t in mine), compute_s=compute_s,
-            received_bytes=sum(t.input_bytes for t in mine if device != scatter),
+            received_bytes=sum(t.input_bytes for t in mine if device != scatter) + sum(
+                e.size_bytes for e in exchanges if e.target == device),
             sent_bytes=sum(size for _, size, _ in sends), send_s=sum(s for _, _, s in sends),
             weights_bytes=shapes.weights_bytes if mine else 0,
             working_set_bytes=max((t.working_set_bytes for t in mine), default=0),
@@ -365,15 +274,19 @@ def _device_costs(involved: Sequence[str], tiles: Sequence[TileCost], shapes: _R
     return out
 
 
-def _map_bytes(graph: Graph, value: str, size: tuple[int, int]) -> int:
-    """Bytes of the feature map `value` (a node id or graph input) of `size` positions: the tensor of
-    that height and width among the value's specs, or all of its bytes when the specs carry no shapes."""
-    specs = value_specs(graph, value)
-    for spec in specs:
-        if spec.shape is not None and len(spec.shape) == 4 and tuple(spec.shape[2:]) == size:
-            return spec.size_bytes
-    return sum(spec.size_bytes for spec in specs)
-
-
-def _area(size: tuple[int, int]) -> int:
-    return size[0] * size[1]
+def _halo_links(cluster: Cluster, halo: HaloBounds, devices: Sequence[str],
+                range_input: str) -> dict[tuple[str, str], Link]:
+    out: dict[tuple[str, str], Link] = {}
+    for h in halo.halos:
+        if h.value == range_input:  # comes with the scatter crop
+            continue
+        source, target = devices[h.source], devices[h.target]
+        if source == target or (source, target) in out:
+            continue
+        link = cluster.link(source, target)
+        if link is None:
+            raise PlanError(f"tile {h.target} on {target!r} needs a halo of {h.value!r} from tile {h.source} on "
+                            f"{source!r}, but cluster {cluster.name!r} has no link {source}->{target}; add it or "
+                            "put neighbouring tiles on joined devices")
+        out[(source, target)] = link
+    return out

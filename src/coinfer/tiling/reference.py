@@ -16,6 +16,11 @@ result. `run_tile` computes one output tile from exactly its input region
 
 `run_tiled` computes every tile of a grid and stitches them into one map, which must equal
 `run_whole`'s output. Tests use this; the runtime's tiled stages are to execute the same bounds.
+
+`run_halo_exchange` is the halo-exchange mode (`coinfer.tiling.halo`): op by op over the range,
+every tile computes only its owned part of the op's output, from its own part of each input and
+the halos cut from the other tiles' owned results (never from the whole map), padding only at
+the true borders; the owned parts of the output are stitched. No position is computed twice.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from typing import Any
 from coinfer.capture.deps import require
 from coinfer.errors import PlanError
 from coinfer.tiling.bounds import OpBounds, SpatialOp, SpatialRange, TileBounds, tile_bounds
-from coinfer.tiling.geometry import Region
+from coinfer.tiling.geometry import Region, TileGrid
+from coinfer.tiling.halo import HaloBounds, halo_bounds, intersection
 from coinfer.tiling.program_ops import CONVOLUTIONS, MAX_POOLS, bound_args, written_args
 
 torch = require("torch", "running tiles")
@@ -154,6 +160,61 @@ def run_tiled(calls: Sequence[RangeCall], spatial: SpatialRange, range_input: An
         crop = range_input[:, :, r.rows.start:r.rows.stop, r.cols.start:r.cols.stop]
         pieces.append((tile, run_tile(calls, spatial, bounds, crop)))
     return stitch(pieces, height, width)
+
+
+def run_halo_exchange(calls: Sequence[RangeCall], spatial: SpatialRange, range_input: Any, grid: TileGrid,
+                      halo: HaloBounds | None = None) -> Any:
+    """The range's output with every tile computing only its owned parts, trading halos (module docstring)."""
+    halo = halo if halo is not None else halo_bounds(spatial, grid)
+    tiles = range(halo.tile_count)
+    # owned[value][t]: tile t's owned part of the value, the only thing other tiles may take halos from
+    owned: dict[str, list[Any]] = {spatial.input: [range_input[:, :, p.rows.start:p.rows.stop, p.cols.start:p.cols.stop]
+                                                   for p in halo.ownership[spatial.input].parts()]}
+    batch = range_input.shape[0]
+    with torch.inference_mode():
+        for call in calls:
+            results = []
+            for t in tiles:
+                op_bounds = halo.ops[call.op.name][t]
+                if call.op.kind == "item":  # an item keeps its producer's cuts: the owned part is the producer's
+                    results.append(operator.getitem(owned[call.op.inputs[0]][t], 0))
+                elif op_bounds.output.area == 0:
+                    results.append(_empty(call.example, batch, op_bounds.output))
+                else:
+                    crops = {v: _gather_read(halo, owned, v, t, op_bounds.reads, copy=v in call.written)
+                             for v in call.op.inputs}
+                    if call.op.kind == "window":
+                        crops = {v: _pad(call.op, c, op_bounds) for v, c in crops.items()}
+                        results.append(call.target(*_fill(call.tile_args, crops), **_fill(call.tile_kwargs, crops)))
+                    else:
+                        results.append(call.target(*_fill(call.args, crops), **_fill(call.kwargs, crops)))
+            owned[call.op.name] = results
+    height, width = spatial.output_size
+    return stitch(list(zip(halo.ownership[spatial.output].parts(), owned[spatial.output], strict=True)), height, width)
+
+
+def _gather_read(halo: HaloBounds, owned: Mapping[str, Sequence[Any]], value: str, tile: int, region: Region,
+                 copy: bool) -> Any:
+    """`region` of `value` for `tile`, put together from its own part and the halos it received."""
+    own = owned[value][tile]
+    if region.area == 0:  # all padding
+        return own.new_zeros((*own.shape[:2], region.height, region.width))
+    pieces = [(tile, intersection(region, halo.owned(value, tile)))]
+    pieces += [(h.source, intersection(region, h.region)) for h in halo.received(tile) if h.value == value]
+    pieces = [(source, piece) for source, piece in pieces if piece.area]
+    if sum(piece.area for _, piece in pieces) != region.area:
+        raise PlanError(f"tile {tile} reads {region} of {value!r}, which its part and halos do not cover (a bug in "
+                        "coinfer.tiling)")
+    if len(pieces) == 1 and not copy:
+        source, piece = pieces[0]
+        r = piece.relative_to(halo.owned(value, source))
+        return owned[value][source][:, :, r.rows.start:r.rows.stop, r.cols.start:r.cols.stop]
+    out = own.new_full((*own.shape[:2], region.height, region.width), math.nan)
+    for source, piece in pieces:
+        r, at = piece.relative_to(halo.owned(value, source)), piece.relative_to(region)
+        out[:, :, at.rows.start:at.rows.stop, at.cols.start:at.cols.stop] = (
+            owned[value][source][:, :, r.rows.start:r.rows.stop, r.cols.start:r.cols.stop])
+    return out
 
 
 def stitch(pieces: Sequence[tuple[Region, Any]], height: int, width: int) -> Any:
