@@ -196,3 +196,14 @@ def test_a_model_published_twice_is_fitted_on_both_figures_and_named_once() -> N
     assert v100 is not None and v100.fitted_on == ("resnet50", "efficientnet_b0")
     rows = [e for e in published() if e.device == "v100"]
     assert sorted(e.source for e in rows if e.model == "resnet50") == ["nvidia-dle-v100", "skb-v100"]
+
+
+def test_a_device_built_in_python_is_predicted_as_a_cluster_file_would() -> None:
+    from coinfer.cluster import Cluster, Device
+
+    graph = chain("toy", [("aten.conv2d", 2e8, 400_000, 10_000)])
+    pi = Device("pi", "end", 48e9, catalog="rpi4b", time_model="roofline", origin=True)  # no framework given
+    times, sources = resolve_times(graph, Cluster("c", (pi,)))
+    from_file, _ = resolve_times(graph, cluster_from_dict({"devices": {"pi": {"device": "rpi4b", "origin": True}}},
+                                                          "c.yaml"))
+    assert sources["pi"].startswith("sustained:rpi4b (pytorch") and times == from_file

@@ -65,11 +65,11 @@ def predict_device(graph: Graph, device: Device, calibration: Calibration | None
         from coinfer.profile.sustained import FRAMEWORKS, predict_sustained, sustained_fit
 
         spec = device_spec(device.catalog)
-        fit = sustained_fit(spec.name, device.framework) if device.framework in FRAMEWORKS else None
+        framework = device.framework or "pytorch"  # what coinfer's workers run, as a cluster file defaults to
+        fit = sustained_fit(spec.name, framework) if framework in FRAMEWORKS else None
         if fit is not None:
             return dict(predict_sustained(graph, spec, fit).node_time_s), f"sustained:{spec.name} ({fit.describe()})"
-        why = (f"nothing published for {device.framework}" if device.framework in FRAMEWORKS
-               else "datasheet peaks asked for")
+        why = f"nothing published for {framework}" if framework in FRAMEWORKS else "datasheet peaks asked for"
         tag = (f"{why}; efficiencies calibrated on {', '.join(calibration.fitted_on)} here" if calibration is not None
                else f"peak-only, uncalibrated: {why}")
         return dict(predict(graph, spec, calibration).node_time_s), f"roofline:{spec.name} ({tag})"
