@@ -83,6 +83,11 @@ def totals_line(b: Breakdown) -> str:
             f"throughput {b.throughput_rps:.3g}/s (bottleneck {b.bottleneck})")
 
 
+def time_sources_line(problem: Problem) -> str:
+    """Where each device's node times come from: measured, fitted to published figures, or uncalibrated."""
+    return "node times: " + "; ".join(f"{d}: {s}" for d, s in problem.time_sources.items())
+
+
 def comparison_table(entries: Sequence[tuple[str, Plan, Breakdown]]) -> str:
     """One row per plan: the metrics side by side, with the speed-up over the first row."""
     base = entries[0][2].latency_s if entries else 0.0

@@ -207,3 +207,15 @@ def test_a_device_built_in_python_is_predicted_as_a_cluster_file_would() -> None
     from_file, _ = resolve_times(graph, cluster_from_dict({"devices": {"pi": {"device": "rpi4b", "origin": True}}},
                                                           "c.yaml"))
     assert sources["pi"].startswith("sustained:rpi4b (pytorch") and times == from_file
+
+
+def test_compare_says_where_each_devices_times_come_from(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps({"version": 1, "name": "toy", "input_bytes": 1e3, "nodes": [
+        {"id": "a", "inputs": ["input"], "flops": 1e9, "output_bytes": 1e3, "op": "aten.conv2d"}]}))
+    assert main(["compare", str(graph), "--cluster", "dads-4g", "--solvers", "origin-only,dads"]) == 0
+    out = capsys.readouterr().out
+    assert "node times: pi: sustained:rpi3b (pytorch, uncalibrated" in out and "server: sustained:xeon-e5-2620v4" in out
+    assert main(["compare", str(graph), "--cluster", "dads-4g", "--solvers", "dads", "--json"]) == 0
+    sources = json.loads(capsys.readouterr().out)["time_sources"]
+    assert set(sources) == {"pi", "server"} and "rpi4b's fit transferred" in sources["pi"]

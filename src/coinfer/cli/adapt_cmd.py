@@ -19,7 +19,7 @@ from coinfer.cli.run_cmd import (
 from coinfer.errors import UserInputError
 from coinfer.plan import Plan
 from coinfer.problem import Problem
-from coinfer.report import table
+from coinfer.report import table, time_sources_line
 
 
 def register(sub: Any) -> None:
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(reports if args.compare else reports[names[0]])
     else:
         print(f"static plan ({args.static_solver}): {static}")
+        print(time_sources_line(problem))
         print(comparison(reports))
         for name, r in reports.items():
             for s in r["switches"][:20]:

@@ -11,7 +11,7 @@ from coinfer.cli.common import add_model_arguments, print_json
 from coinfer.cli.plan_cmd import add_problem_arguments, problem_from_args
 from coinfer.cost import evaluate
 from coinfer.errors import CoinferError
-from coinfer.report import predicted_block, table
+from coinfer.report import predicted_block, table, time_sources_line
 from coinfer.solve import SOLVERS, get_solver
 
 
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         b = evaluate(plan, problem)
         results.append({"solver": name, "plan": str(plan), "solve_time_s": elapsed, "predicted": predicted_block(b)})
     if args.json:
-        print_json({"objective": str(problem.objective), "results": results})
+        print_json({"objective": str(problem.objective), "results": results,
+                    "time_sources": dict(problem.time_sources)})
         return 0
     rows = []
     for r in results:
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{graph.name} on {problem.cluster.name}, objective {problem.objective}\n")
     print(table(["solver", "objective", "latency ms", "energy J", "cost $", "throughput/s", "solve ms", "feasible",
                  "plan"], rows))
+    print("\n" + time_sources_line(problem))
     return 0
 
 

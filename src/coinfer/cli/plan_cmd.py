@@ -22,7 +22,7 @@ from coinfer.plan import Plan, all_on
 from coinfer.problem import Problem
 from coinfer.profile.analytic import Calibration
 from coinfer.profile.timings import Profile
-from coinfer.report import comparison_table, plan_report, predicted_block, stages_block
+from coinfer.report import comparison_table, plan_report, predicted_block, stages_block, time_sources_line
 from coinfer.solve import SOLVERS
 
 
@@ -105,7 +105,7 @@ def run_plan(args: argparse.Namespace) -> int:
         print(plan_report(chosen, problem, breakdown))
         print()
         print(comparison_table([*baselines, ("this plan", chosen, breakdown)]))
-        print("\nnode times: " + "; ".join(f"{d}: {s}" for d, s in problem.time_sources.items()))
+        print("\n" + time_sources_line(problem))
         for written in (args.output, args.plot):
             if written:
                 print(f"wrote {written}")

@@ -17,7 +17,7 @@ from coinfer.errors import UserInputError
 from coinfer.graph import Graph
 from coinfer.plan import Plan
 from coinfer.problem import Problem
-from coinfer.report import table
+from coinfer.report import table, time_sources_line
 
 if TYPE_CHECKING:
     from coinfer.runtime.client import ClientSecurity
@@ -109,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
     inputs = read_inputs(args.input_file, problem.graph)
     report = execute(plan, problem, args, inputs)
     if args.json:
-        print_json(report)
+        print_json(report | {"time_sources": dict(problem.time_sources)})
     else:
         print(run_report(report))
+        print(time_sources_line(problem))
     return 0 if report["failed"] == 0 and report.get("verified", True) else 1
 
 
