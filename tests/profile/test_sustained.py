@@ -219,3 +219,15 @@ def test_compare_says_where_each_devices_times_come_from(capsys: pytest.CaptureF
     assert main(["compare", str(graph), "--cluster", "dads-4g", "--solvers", "dads", "--json"]) == 0
     sources = json.loads(capsys.readouterr().out)["time_sources"]
     assert set(sources) == {"pi", "server"} and "rpi4b's fit transferred" in sources["pi"]
+
+
+def test_profile_says_when_the_datasheet_roofline_takes_this_machines_efficiencies(
+        capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, cache = "python:tests.runtime.tiny_models:cnn", ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["profile", model, "--device", "local", "--warmup", "1", "--repeats", "2", *cache]) == 0
+    capsys.readouterr()
+    assert main(["profile", model, "--device", "analytic:jetson-nano", "--framework", "onnxruntime", *cache]) == 0
+    assert "efficiencies calibrated here on cnn" in capsys.readouterr().out
+    assert main(["profile", model, "--device", "analytic:rpi5", *cache]) == 0  # its own fit wins over the calibration
+    out = capsys.readouterr().out
+    assert "calibrated here" not in out and "uncalibrated" not in out

@@ -60,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"calibrated the roofline on it: {save_local_calibration(graph, profile, args)}")
     elif args.device.startswith("analytic:"):
         profile = predict_on(graph, args.device.removeprefix("analytic:"), args)
-        if not profile.settings.get("calibrated"):
+        calibrated_on = profile.settings.get("calibrated_on")
+        if isinstance(calibrated_on, list) and calibrated_on:  # the datasheet roofline, this machine's efficiencies
+            notes.append(f"datasheet peaks with efficiencies calibrated here on "
+                         f"{', '.join(map(str, calibrated_on))} (coinfer profile --device local); "
+                         + ("asked for with --framework peak" if args.framework == "peak" else
+                            f"nothing published for this device under {args.framework or 'pytorch'}"))
+        elif not profile.settings.get("calibrated"):
             sustained = profile.settings.get("sustained")
             notes.append(f"uncalibrated: nothing published for this device, {sustained['transferred_from']}'s fit "
                          f"transferred ({sustained['transfer_why']})" if isinstance(sustained, dict) else
