@@ -9,8 +9,6 @@ exactly 1, every halo lies inside the sender's owned part, and own part plus hal
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -25,14 +23,6 @@ from tests.tiling.test_tile_stacks import Builder, dags, stacks
 
 FAST = settings(max_examples=80, deadline=None)
 DTYPE = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; these tensors are tiny
-    yield
-    torch.set_num_threads(previous)
 
 
 def _check_partition(spatial: SpatialRange, halo: HaloBounds) -> None:

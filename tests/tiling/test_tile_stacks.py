@@ -8,7 +8,7 @@ that read one wrong row or padded one row too many would show.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +26,6 @@ DTYPE = torch.float64
 CONV = torch.ops.aten.conv2d.default
 MAX_POOL = torch.ops.aten.max_pool2d.default
 AVG_POOL = torch.ops.aten.avg_pool2d.default
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; these tensors are tiny
-    yield
-    torch.set_num_threads(previous)
 
 
 @dataclass

@@ -16,55 +16,23 @@ check of the bounds themselves is tests/tiling/test_tile_stacks.py (integer data
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 
-from coinfer.capture import build_model, capture, load_program
+from coinfer.capture import build_model
 from coinfer.errors import PlanError
 from coinfer.graph import Graph
 from coinfer.tiling import Region, SpatialRange, equal_grid, spatial_range, tile_bounds, weighted_grid
 from coinfer.tiling.reference import range_calls, run_tiled, run_whole
+from tests.tiling.model_ranges import assert_same_map, captured, layer2_end, range_input
 
 pytest.importorskip("torchvision")
 
-REL_TOLERANCE = 1e-5  # of the output's largest magnitude: the bound where sums reorder
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # benchmarks share this machine; both sides of each comparison run alike
-    yield
-    torch.set_num_threads(previous)
-
-
-def _captured(spec: str, **kw: Any) -> tuple[Graph, Any]:
-    with warnings.catch_warnings():  # 'same' padding with an even kernel warns that it copies its input
-        warnings.simplefilter("ignore", UserWarning)
-        graph = capture(spec, **kw)
-        assert graph.source is not None
-        return graph, load_program(graph.source)
-
-
-@pytest.fixture(scope="module")
-def resnet18() -> tuple[Graph, Any]:
-    # 128 x 128: layer1 sees 32 x 32 and layer2 outputs 16 x 16, large enough that a 2x2 tile's input
-    # is a true part of the map (its halo through 8 convolutions is 10 rows, not the whole map)
-    return _captured("torchvision:resnet18", input_shape=(1, 3, 128, 128))
-
-
-@pytest.fixture(scope="module")
-def vgg16_features() -> tuple[Graph, Any]:
-    return _captured("python:tests.tiling.tiling_models:vgg16_features")
-
-
 @pytest.fixture(scope="module")
 def dilated_residual() -> tuple[Graph, Any]:
-    return _captured("python:tests.tiling.tiling_models:dilated_residual")
+    return captured("python:tests.tiling.tiling_models:dilated_residual")
 
 
 def _eager(graph: Graph) -> Any:
@@ -73,38 +41,19 @@ def _eager(graph: Graph) -> Any:
     return build_model(graph.source)[0]
 
 
-def _range_input(graph: Graph, spatial: SpatialRange) -> torch.Tensor:
-    producer = next((n for n in graph.nodes if spatial.input in n.source_nodes), None)
-    shape = graph.inputs[0].spec.shape if producer is None else producer.outputs[0].shape
-    assert shape is not None
-    return torch.randn(shape, generator=torch.Generator().manual_seed(1))
-
-
-def _assert_same_map(tiled: torch.Tensor, whole: torch.Tensor) -> None:
-    assert tiled.shape == whole.shape
-    assert not tiled.isnan().any(), "a position no tile covered"  # stitch leaves gaps NaN
-    scale = float(whole.abs().max())
-    assert scale > 0
-    torch.testing.assert_close(tiled, whole, rtol=0.0, atol=REL_TOLERANCE * scale, equal_nan=False)
-
-
 def _check_grids(graph: Graph, program: Any, spatial: SpatialRange, grids: list[Any]) -> torch.Tensor:
     calls = range_calls(program, spatial)
-    x = _range_input(graph, spatial)
+    x = range_input(graph, spatial)
     whole = run_whole(calls, spatial, x)
     assert tuple(whole.shape[2:]) == spatial.output_size
     for grid in grids:
-        _assert_same_map(run_tiled(calls, spatial, x, grid.tiles()), whole)
+        assert_same_map(run_tiled(calls, spatial, x, grid.tiles()), whole)
     return whole
-
-
-def _layer2_end(graph: Graph) -> str:
-    return [n.id for n in graph.nodes if n.id.startswith("layer2.")][-1]
 
 
 def test_resnet18_layer1_to_layer2_tiled_equals_the_whole_range(resnet18: tuple[Graph, Any]) -> None:
     graph, program = resnet18
-    spatial = spatial_range(graph, "layer1.0.conv1", _layer2_end(graph), program)
+    spatial = spatial_range(graph, "layer1.0.conv1", layer2_end(graph), program)
     assert spatial.input == "max_pool2d" and spatial.input_size == (32, 32) and spatial.output_size == (16, 16)
     height, width = spatial.output_size
     grids = [equal_grid(height, width, 2, 2), equal_grid(height, width, 1, 3),
@@ -118,7 +67,7 @@ def test_resnet18_layer1_to_layer2_tiled_equals_the_whole_range(resnet18: tuple[
     # and the range itself is what the eager model computes
     model = _eager(graph)
     with torch.inference_mode():
-        eager = model.layer2(model.layer1(_range_input(graph, spatial)))
+        eager = model.layer2(model.layer1(range_input(graph, spatial)))
     assert torch.equal(eager, whole)
 
 
@@ -131,7 +80,7 @@ def test_vgg16_features_tiled_equals_the_whole_range(vgg16_features: tuple[Graph
     whole = _check_grids(graph, program, spatial, [equal_grid(height, width, 2, 2), equal_grid(height, width, 1, 3)])
     model = _eager(graph)
     with torch.inference_mode():
-        eager = model.features[int(first.split(".")[1]):int(last.split(".")[1]) + 1](_range_input(graph, spatial))
+        eager = model.features[int(first.split(".")[1]):int(last.split(".")[1]) + 1](range_input(graph, spatial))
     assert torch.equal(eager, whole)
 
 
@@ -148,7 +97,7 @@ def test_grouped_dilated_convolutions_in_a_residual_block_tile_losslessly(
     whole = _check_grids(graph, program, spatial, grids)
     model = _eager(graph)
     with torch.inference_mode():
-        x = model.stem(_range_input(graph, spatial))
+        x = model.stem(range_input(graph, spatial))
         y = model.bn2(model.grouped(model.act1(model.bn1(model.depthwise(x)))))
         x = model.act2(y + model.shortcut(x))
         eager = model.down(torch.sigmoid(model.mix(torch.cat([model.same(x), model.pool(x)], dim=1))))
@@ -196,7 +145,7 @@ def test_a_grid_finer_than_the_ranges_output_is_refused_naming_the_size(vgg16_fe
 
 @pytest.mark.slow
 def test_torchvision_vgg16_features_tile_inside_the_whole_model() -> None:
-    graph, program = _captured("torchvision:vgg16", input_shape=(1, 3, 96, 96))
+    graph, program = captured("torchvision:vgg16", input_shape=(1, 3, 96, 96))
     spatial = spatial_range(graph, "features.0", "features.30", program)
     _check_grids(graph, program, spatial, [equal_grid(3, 3, 2, 2), equal_grid(3, 3, 1, 3)])
     # VGG's adaptive pool stretches the 3 x 3 map to 7 x 7 for its classifier

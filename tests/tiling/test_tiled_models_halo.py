@@ -10,52 +10,32 @@ magnitude, the issue's bound). Every tile computes only its owned part: redundan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 
 from coinfer.graph import Graph
 from coinfer.tiling import SpatialRange, equal_grid, spatial_range, weighted_grid
 from coinfer.tiling.halo import halo_bounds
 from coinfer.tiling.reference import range_calls, run_halo_exchange, run_whole
-from tests.tiling.test_tiled_models import _assert_same_map, _captured, _layer2_end, _range_input
+from tests.tiling.model_ranges import assert_same_map, layer2_end, range_input
 
 pytest.importorskip("torchvision")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; both sides of each comparison run alike
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def resnet18() -> tuple[Graph, Any]:
-    return _captured("torchvision:resnet18", input_shape=(1, 3, 128, 128))
-
-
-@pytest.fixture(scope="module")
-def vgg16_features() -> tuple[Graph, Any]:
-    return _captured("python:tests.tiling.tiling_models:vgg16_features")
-
-
 def _check_halo_grids(graph: Graph, program: Any, spatial: SpatialRange, grids: list[Any]) -> None:
     calls = range_calls(program, spatial)
-    x = _range_input(graph, spatial)
+    x = range_input(graph, spatial)
     whole = run_whole(calls, spatial, x)
     for grid in grids:
         halo = halo_bounds(spatial, grid)
         assert halo.redundancy == 1.0 and halo.halos
-        _assert_same_map(run_halo_exchange(calls, spatial, x, grid, halo), whole)
+        assert_same_map(run_halo_exchange(calls, spatial, x, grid, halo), whole)
 
 
 def test_resnet18_layer1_to_layer2_in_halo_exchange_equals_the_whole_range(resnet18: tuple[Graph, Any]) -> None:
     graph, program = resnet18
-    spatial = spatial_range(graph, "layer1.0.conv1", _layer2_end(graph), program)
+    spatial = spatial_range(graph, "layer1.0.conv1", layer2_end(graph), program)
     height, width = spatial.output_size
     grids = [equal_grid(height, width, 2, 2), equal_grid(height, width, 1, 3),
              weighted_grid(height, width, [1.0, 2.5], [3.0, 1.0, 1.0])]
