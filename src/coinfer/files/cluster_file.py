@@ -166,6 +166,9 @@ def _device(name: str, doc: DeviceDoc, where: str | Path) -> Device:
             f"{where}: devices.{name}.idle_power_w: {doc.idle_power_w:g} W is above the power it draws while "
             f"computing ({busy_w:g} W); a device draws at least its idle power when busy, so lower it or raise power_w"
         )
+    # A catalogued device is predicted by its roofline unless the file fixes its speed, and under
+    # PyTorch eager (what coinfer's workers run) unless the file names another framework
+    roofline = catalog is not None and doc.flops_per_s is None and dvfs is None
     return Device(
         name=name,
         tier=doc.tier or ("end" if doc.origin else "edge"),
@@ -178,13 +181,10 @@ def _device(name: str, doc: DeviceDoc, where: str | Path) -> Device:
         failure_probability=doc.failure_probability,
         background=background,
         catalog=catalog,
-        # A catalogued device is predicted by its roofline unless the file fixes its speed.
-        time_model="roofline" if catalog is not None and doc.flops_per_s is None and dvfs is None else "flops",
+        time_model="roofline" if roofline else "flops",
         origin=doc.origin,
         idle_power_w=doc.idle_power_w,
-        # coinfer's workers run PyTorch eager, so that is what a catalogued device is predicted under
-        framework=doc.framework or ("pytorch" if catalog is not None and doc.flops_per_s is None and dvfs is None
-                                    else None),
+        framework=doc.framework or ("pytorch" if roofline else None),
     )
 
 
