@@ -1,7 +1,7 @@
 """Predicted figures of fused spatial tiling (issue 15): speed-up, bytes moved, memory, redundant overlap.
 
 What it measures: nothing is run tile by tile here. Every figure is PREDICTED by the cost model of
-`coinfer.tiling.cost` (each tile's compute proportional to the output positions it computes, halo
+`coinfer.cost.tiled_stage` (each tile's compute proportional to the output positions it computes, halo
 overlap included; scatter and gather messages over the links actually used, scheduled as FIFO
 resources; memory = the range's weights + the largest working set of one node on one tile), from
 node times that `coinfer.profile.resolve` predicts for a catalogued Raspberry Pi 4B (the catalog's
@@ -47,11 +47,11 @@ sys.path.insert(0, str(Path(__file__).parent))  # python:tiling_models:darknet16
 
 from coinfer.capture import capture, load_program
 from coinfer.cluster import Cluster
+from coinfer.cost.tiled_stage import Contention, Mode, TiledStageCost, tiled_stage_cost
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.graph import Graph
 from coinfer.profile.resolve import resolve_times
-from coinfer.tiling import Contention, SpatialRange, TiledStageCost, equal_grid, spatial_range, tiled_stage_cost
-from coinfer.tiling.cost import Mode
+from coinfer.tiling import SpatialRange, equal_grid, spatial_range
 
 DEVICE_COUNTS = (1, 2, 3, 4, 5, 6)
 GRID_FOR = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2)}  # (tile rows, tile columns)
@@ -203,7 +203,7 @@ def main() -> None:
     cluster = lan(max(DEVICE_COUNTS))
     print(f"# Spatial tiling: predicted by the cost model ({CATALOG_DEVICE} x 1..6, "
           f"{LAN_BITS_PER_S / 1e6:.0f} Mbit/s, {LAN_LATENCY_S * 1e3:.0f} ms links)\n")
-    print("All figures are PREDICTED by coinfer.tiling.cost from the catalog's sustained PyTorch speed of the "
+    print("All figures are PREDICTED by coinfer.cost.tiled_stage from the catalog's sustained PyTorch speed of the "
           "device; the runtime does not run tiled stages yet. Memory = the range's weights + the largest working "
           "set of one node on one tile (cost.evaluate's measure), the maximum over the tile devices.\n")
     for case in CASES:

@@ -136,6 +136,14 @@ class Graph:
                 return gi.spec.size_bytes
         raise GraphFileError(f"graph {self.name!r} has no node or input {producer!r}")
 
+    def value_specs(self, value: str) -> tuple[TensorSpec, ...]:
+        """The tensors of a value: a node's `outputs` (one float32 tensor of `output_bytes` when the
+        graph does not list them), or a graph input's spec."""
+        if value in self.input_names:
+            return tuple(i.spec for i in self.inputs if i.name == value)
+        node = self.node(value)
+        return node.outputs or (TensorSpec(node.output_bytes),)
+
     # -- totals ------------------------------------------------------------------------------
 
     @property

@@ -15,6 +15,10 @@ Replicas (the survey's replicated partitions): `layer3..fc@edge+cloud+edge2` run
 failover tries them). A standby holds the stage's weights from deployment on; the runtime moves
 the stage to it without a re-solve when its primary is lost (coinfer.runtime.recovery), and the
 cost model's reliability counts it (coinfer.cost.reliability).
+
+Tiled stages (coinfer.plan_tiling): `features.0..features.16@tiles[2x2,fused](e1,e2,e3,e4)>e1`
+computes the range as four tiles on e1..e4 and stitches them on e1; the plan places the range's
+nodes on the gather device (e1), and `Plan.tilings` says how they are really computed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from coinfer.codec_model import NO_CODEC, Codec
 from coinfer.errors import PlanError
 from coinfer.graph import Graph
+from coinfer.plan_tiling import Tiling, is_tile_spec, parse_tile_spec, tiling_with_gather
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Stage:
     device: str
     node_ids: tuple[str, ...]
     standbys: tuple[str, ...] = ()
+    tiling: Tiling | None = None  # a tiled stage: `device` is its gather device
 
     @property
     def replicas(self) -> tuple[str, ...]:
@@ -44,7 +50,12 @@ class Stage:
     def __str__(self) -> str:
         first, last = self.node_ids[0], self.node_ids[-1]
         span = first if first == last else f"{first}..{last}"
-        return f"{span}@{'+'.join(self.replicas)}"
+        return f"{span}@{self.tiling.spec() if self.tiling else '+'.join(self.replicas)}"
+
+    @property
+    def compute_devices(self) -> tuple[str, ...]:
+        """The devices that compute the stage: its tile devices, or its device."""
+        return self.tiling.tile_devices if self.tiling else (self.device,)
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,10 @@ class Plan:
     (source, target) device pair to the codec of that link; a link not listed sends raw bytes.
     Solvers leave it empty; `cost.evaluate` prices what it lists. `standbys` maps a node id to the
     devices that stand by for it (see the module docstring); a node not listed has none.
+    `tilings` are its tiled stages (coinfer.plan_tiling): each range's nodes are placed on its
+    gather device. `stage_starts` names nodes that begin a new stage although the node before runs
+    on the same device (a tiled plan lowered for the runtime keeps a device's crops, its tile and
+    the stitch apart, so that each is sent or started as soon as it can be).
     """
 
     graph: Graph
@@ -65,6 +80,8 @@ class Plan:
     reported_objective: float | None = None
     codecs: Mapping[tuple[str, str], Codec] = field(default_factory=dict)
     standbys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tilings: tuple[Tiling, ...] = ()
+    stage_starts: frozenset[str] = frozenset()  # nodes that start a stage even after a node on their device
 
     def __post_init__(self) -> None:
         missing = [n.id for n in self.graph.nodes if n.id not in self.placement]
@@ -84,10 +101,51 @@ class Plan:
                                 "standby must be another device (a replica on its own primary survives nothing)")
             if len(set(standby)) != len(standby):
                 raise PlanError(f"node {node_id!r} names a standby twice: {'+'.join(standby)}")
+        self._check_tilings()
+        strays = sorted(n for n in self.stage_starts if n not in self.graph.index)
+        if strays:
+            raise PlanError(f"the plan starts stages at unknown node(s) {strays[:3]}")
         loops = [f"{s}->{t}" for s, t in self.codecs if s == t]
         if loops:
             raise PlanError(f"codecs name link(s) {loops} from a device to itself; a codec belongs to a link "
                             f"between two different devices")
+
+    def _check_tilings(self) -> None:
+        taken: dict[str, Tiling] = {}
+        for tiling in self.tilings:
+            where = f"tiled stage {tiling.first}..{tiling.last}"
+            for end in (tiling.first, tiling.last):
+                if end not in self.graph.index:
+                    raise PlanError(f"{where}: graph {self.graph.name!r} has no node {end!r}")
+            start, stop = self.graph.index[tiling.first], self.graph.index[tiling.last]
+            if stop < start:
+                raise PlanError(f"{where}: {tiling.last!r} comes before {tiling.first!r} in topological order")
+            for node in self.graph.nodes[start:stop + 1]:
+                if node.id in taken:
+                    raise PlanError(f"node {node.id!r} is in two tiled stages ({where} overlaps "
+                                    f"{taken[node.id].first}..{taken[node.id].last})")
+                taken[node.id] = tiling
+                if self.placement[node.id] != tiling.gather:
+                    raise PlanError(f"{where}: node {node.id!r} is placed on {self.placement[node.id]!r}, but a tiled "
+                                    f"stage's nodes are placed on its gather device {tiling.gather!r}")
+                if self.standbys.get(node.id):
+                    raise PlanError(f"{where}: node {node.id!r} has standbys; a tiled stage has none (when a tile "
+                                    "device is lost its tiles move to the other tile devices)")
+            shape = next((o.shape for o in self.graph.node(tiling.last).outputs if o.shape), None)
+            if shape is not None and len(shape) == 4:
+                tiling.check_map(shape[2], shape[3])
+
+    def tiling_of(self, node_id: str) -> Tiling | None:
+        """The tiled stage that computes `node_id`, if one does."""
+        return self._tiling_by_node.get(node_id)
+
+    @property
+    def _tiling_by_node(self) -> Mapping[str, Tiling]:
+        out: dict[str, Tiling] = {}
+        for tiling in self.tilings:
+            start, stop = self.graph.index[tiling.first], self.graph.index[tiling.last]
+            out.update({n.id: tiling for n in self.graph.nodes[start:stop + 1]})
+        return out
 
     def codec(self, source: str, target: str) -> Codec:
         """The codec of the directed link source -> target (`none` unless `codecs` lists it)."""
@@ -96,18 +154,21 @@ class Plan:
     @property
     def stages(self) -> tuple[Stage, ...]:
         runs: list[Stage] = []
+        tiled = self._tiling_by_node
         for node in self.graph.nodes:
             device, standby = self.placement[node.id], tuple(self.standbys.get(node.id, ()))
-            if runs and (runs[-1].device, runs[-1].standbys) == (device, standby):
-                runs[-1] = Stage(device, (*runs[-1].node_ids, node.id), standby)
+            tiling = tiled.get(node.id)
+            if runs and (runs[-1].device, runs[-1].standbys, runs[-1].tiling) == (device, standby, tiling) and (
+                    node.id not in self.stage_starts):
+                runs[-1] = Stage(device, (*runs[-1].node_ids, node.id), standby, tiling)
             else:
-                runs.append(Stage(device, (node.id,), standby))
+                runs.append(Stage(device, (node.id,), standby, tiling))
         return tuple(runs)
 
     @property
     def devices_used(self) -> tuple[str, ...]:
-        """The devices that compute (the primaries), in the order of the nodes."""
-        return tuple(dict.fromkeys(self.placement[n.id] for n in self.graph.nodes))
+        """The devices that compute (the primaries and tile devices) or gather tiles, in the order of the nodes."""
+        return tuple(dict.fromkeys(d for s in self.stages for d in (*s.compute_devices, s.device)))
 
     @property
     def standby_devices(self) -> tuple[str, ...]:
@@ -123,12 +184,21 @@ class Plan:
     def with_standbys(self, standbys: Mapping[str, tuple[str, ...]]) -> Plan:
         """This plan with `standbys` instead of its own (node id -> standby devices)."""
         return Plan(self.graph, self.placement, self.solver, self.reported_objective, self.codecs,
-                    {n: tuple(s) for n, s in standbys.items() if s})
+                    {n: tuple(s) for n, s in standbys.items() if s}, self.tilings, self.stage_starts)
 
     def failover(self, down: Iterable[str]) -> Plan | None:
         """The plan the runtime moves to when `down` are lost, without a re-solve: each node on its first
-        replica that is up, keeping the later ones as its standbys; None when a node has no replica up."""
+        replica that is up, keeping the later ones as its standbys; None when a node has no replica up.
+        A tiled stage gives a lost device's tiles to its tile devices that are up, in turn (the grid
+        stays); with none up, or its gather device lost, None."""
         gone = set(down)
+        tilings: list[Tiling] = []
+        for tiling in self.tilings:
+            alive = [d for d in tiling.tile_devices if d not in gone]
+            if not alive or tiling.gather in gone:
+                return None
+            spare = iter(alive * tiling.tile_count)
+            tilings.append(tiling.with_devices(tuple(d if d not in gone else next(spare) for d in tiling.devices)))
         placement: dict[str, str] = {}
         standbys: dict[str, tuple[str, ...]] = {}
         for node in self.graph.nodes:
@@ -137,7 +207,7 @@ class Plan:
                 return None
             placement[node.id], standbys[node.id] = alive[0], tuple(alive[1:])
         return Plan(self.graph, placement, self.solver, None, self.codecs,
-                    {n: s for n, s in standbys.items() if s})
+                    {n: s for n, s in standbys.items() if s}, tuple(tilings), self.stage_starts)
 
     def __str__(self) -> str:
         return " | ".join(str(s) for s in self.stages)
@@ -154,10 +224,28 @@ def parse_plan(text: str, graph: Graph, devices: tuple[str, ...]) -> Plan:
         return all_on(graph, text)
     placement: dict[str, str] = {}
     standbys: dict[str, tuple[str, ...]] = {}
+    tilings: list[Tiling] = []
+    open_gathers: list[dict] = []  # tiled stages without '>': their gather is who reads them next
     for segment in (s.strip() for s in text.split("|")):
         span, at, where = segment.rpartition("@")
         if not at or not span:
             raise PlanError(f"plan segment {segment!r} should look like 'first..last@device' or 'node@device'")
+        if is_tile_spec(where) and where.strip() not in devices:
+            first, _, last = span.partition("..")
+            start = _resolve(first, graph, want_last=False)
+            end = _resolve(last or first, graph, want_last=True)
+            if end < start:
+                raise PlanError(f"plan segment {segment!r}: {last!r} comes before {first!r} in topological order")
+            tiling, fields = parse_tile_spec(where, graph.nodes[start].id, graph.nodes[end].id, devices)
+            for node in graph.nodes[start : end + 1]:
+                if node.id in placement:
+                    raise PlanError(f"node {node.id!r} is placed twice (segment {segment!r} overlaps an earlier one)")
+                placement[node.id] = tiling.gather if tiling else ""
+            if tiling:
+                tilings.append(tiling)
+            else:
+                open_gathers.append(fields)
+            continue
         device, *standby = (d.strip() for d in where.split("+"))
         for name in (device, *standby):
             if name not in devices:
@@ -174,10 +262,21 @@ def parse_plan(text: str, graph: Graph, devices: tuple[str, ...]) -> Plan:
             placement[node.id] = device
             if standby:
                 standbys[node.id] = tuple(standby)
+    for fields in open_gathers:
+        gather = _next_reader_device(graph, fields["last"], placement, devices[0])
+        tilings.append(tiling_with_gather(fields, gather))
+        start, stop = graph.index[fields["first"]], graph.index[fields["last"]]
+        placement.update({n.id: gather for n in graph.nodes[start:stop + 1]})
     try:
-        return Plan(graph, placement, standbys=standbys)
+        return Plan(graph, placement, standbys=standbys, tilings=tuple(tilings))
     except PlanError as exc:
         raise PlanError(f"plan {text!r}: {exc}") from None
+
+
+def _next_reader_device(graph: Graph, last: str, placement: Mapping[str, str], origin: str) -> str:
+    """The device of the first node that reads `last` (the origin when nothing does: a model output)."""
+    readers = [placement.get(c) for c in graph.consumers.get(last, ())]
+    return next((d for d in readers if d), origin)
 
 
 def _resolve(name: str, graph: Graph, *, want_last: bool) -> int:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from coinfer.cost.breakdown import Breakdown
+from coinfer.cost.tiled_stage import TiledStageCost
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 
@@ -21,7 +22,36 @@ def predicted_block(b: Breakdown) -> dict[str, Any]:
         "objective": b.objective_value, "feasible": b.feasible,
         "violations": [{"kind": v.kind, "subject": v.subject, "value": v.value, "limit": v.limit,
                         "message": v.message} for v in b.violations],
+        **({"tiled_stages": [tiled_stage_block(c) for c in b.tiled_stages]} if b.tiled_stages else {}),
     }
+
+
+def tiled_stage_block(c: TiledStageCost) -> dict[str, Any]:
+    """One tiled stage's predicted figures, for the JSON of plan, cost and compare."""
+    return {
+        "mode": c.mode, "scatter": c.scatter, "gather": c.gather, "latency_s": c.latency_s,
+        "critical_compute_s": c.critical_compute_s, "redundancy": c.redundancy, "scatter_bytes": c.scatter_bytes,
+        "gather_bytes": c.gather_bytes, "halo_bytes": c.halo_bytes, "messages": c.messages,
+        "tiles": [{"device": t.device, "rows": [t.tile.rows.start, t.tile.rows.stop],
+                   "cols": [t.tile.cols.start, t.tile.cols.stop], "compute_s": t.compute_s,
+                   "output_ready_s": t.output_ready_s} for t in c.tiles],
+        "devices": {d: {"tiles": list(x.tiles), "compute_s": x.compute_s, "memory_bytes": x.memory_bytes,
+                        "energy_j": x.energy_j} for d, x in c.devices.items()},
+    }
+
+
+def tiled_lines(plan: Plan, b: Breakdown) -> list[str]:
+    """One paragraph per tiled stage: grid, mode, devices, timing, traffic and memory."""
+    lines = []
+    for tiling, c in zip(plan.tilings, b.tiled_stages, strict=True):
+        per_device = ", ".join(f"{d} {len(x.tiles)} tile(s) {x.compute_s * 1e3:.1f} ms {x.memory_bytes / 2**20:.1f} MiB"
+                               for d, x in c.devices.items() if x.tiles)
+        lines += [f"tiled      {tiling.first} .. {tiling.last}: {tiling.tile_rows}x{tiling.tile_cols} {c.mode}, "
+                  f"scatter {c.scatter} -> gather {c.gather}: {c.latency_s * 1e3:.2f} ms (busiest device computes "
+                  f"{c.critical_compute_s * 1e3:.2f} ms), redundancy {c.redundancy:.2f}, {c.messages} messages, "
+                  f"{c.moved_bytes / 1e6:.3f} MB moved (halos {c.halo_bytes / 1e6:.3f} MB)",
+                  f"           {per_device}"]
+    return lines
 
 
 def stages_block(b: Breakdown) -> list[dict[str, Any]]:
@@ -56,6 +86,8 @@ def plan_report(plan: Plan, problem: Problem, b: Breakdown) -> str:
         members = set(stage.node_ids)
         sends = [t for t in b.transfers if t.tensor in members and not t.is_result]
         span = s.first if s.first == s.last else f"{s.first} .. {s.last}"
+        if stage.tiling:
+            span += f" (tiled on {','.join(stage.tiling.tile_devices)})"
         rows.append([k, s.device, s.node_count, span, s.flops / 1e9, s.compute_s * 1e3, s.queueing_s * 1e3,
                      sum(t.wire_bytes for t in sends) / 1e6, sum(t.time_s for t in sends) * 1e3])
     for t in result_hops:
@@ -66,7 +98,7 @@ def plan_report(plan: Plan, problem: Problem, b: Breakdown) -> str:
     lines = [f"plan       {plan}", f"solver     {plan.solver}    objective {problem.objective}"]
     if plan.codecs:
         lines.append("codecs     " + ", ".join(f"{s}->{t} {c}" for (s, t), c in plan.codecs.items()))
-    lines += ["", table(head, rows), "", totals_line(b)]
+    lines += ["", table(head, rows), "", totals_line(b), *tiled_lines(plan, b)]
     if plan.codecs:
         codec_s = sum(t.codec_s for t in b.transfers)
         lines.append(f"on wire    {b.wire_bytes / 1e6:.3f} MB of {b.cut_bytes / 1e6:.3f} MB raw "

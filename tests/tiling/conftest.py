@@ -30,3 +30,9 @@ def resnet18() -> tuple[Graph, Any]:
 @pytest.fixture(scope="module")
 def vgg16_features() -> tuple[Graph, Any]:
     return captured("python:tests.tiling.tiling_models:vgg16_features")
+
+
+@pytest.fixture(scope="module")
+def dilated_residual() -> tuple[Graph, Any]:
+    """The held-back model: dilated, strided, grouped and depthwise convolutions in a residual block."""
+    return captured("python:tests.tiling.tiling_models:dilated_residual")

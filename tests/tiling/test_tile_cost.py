@@ -1,4 +1,4 @@
-"""The price of a fused tiled stage (coinfer.tiling.cost), on hand-written ranges worked out by hand.
+"""The price of a fused tiled stage (coinfer.cost.tiled_stage), on hand-written ranges worked out by hand.
 
 The ranges are chains of 3x3 'same' convolutions written as a Graph and a SpatialRange directly
 (no torch, no capture), so every expected number below follows from the sizes in a comment.
@@ -11,10 +11,10 @@ from itertools import pairwise
 import pytest
 
 from coinfer.cluster import Cluster, Device, Link
+from coinfer.cost.tiled_stage import tiled_stage_cost
 from coinfer.errors import PlanError
 from coinfer.graph import Graph, GraphInput, Node, TensorSpec
 from coinfer.tiling import Region, SpatialOp, SpatialRange, Window, Window1d, equal_grid
-from coinfer.tiling.cost import tiled_stage_cost
 
 FLOAT32_BYTES = 4
 SAME_3X3 = Window(Window1d(3, 1, 1, 1), Window1d(3, 1, 1, 1))

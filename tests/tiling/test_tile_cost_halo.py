@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from coinfer.cluster import Cluster, Device, Link
+from coinfer.cost.tiled_stage import tiled_stage_cost
 from coinfer.errors import PlanError
 from coinfer.tiling import Region, equal_grid
-from coinfer.tiling.cost import tiled_stage_cost
 from tests.tiling.test_tile_cost import conv_chain, two_devices
 
 

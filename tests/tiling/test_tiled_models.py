@@ -30,11 +30,6 @@ from tests.tiling.model_ranges import assert_same_map, captured, layer2_end, ran
 
 pytest.importorskip("torchvision")
 
-@pytest.fixture(scope="module")
-def dilated_residual() -> tuple[Graph, Any]:
-    return captured("python:tests.tiling.tiling_models:dilated_residual")
-
-
 def _eager(graph: Graph) -> Any:
     """The eager model the graph was captured from, with the program's weights (same spec, same seed)."""
     assert graph.source is not None

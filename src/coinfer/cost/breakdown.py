@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from coinfer.cost.tiled_stage import TiledStageCost
 
 ConstraintKind = Literal["memory", "deadline", "energy-budget", "capacity", "link", "reliability"]
 
@@ -89,6 +92,7 @@ class Breakdown:
     transfers: tuple[Transfer, ...]
     violations: tuple[Violation, ...]
     objective_value: float
+    tiled_stages: tuple[TiledStageCost, ...] = ()  # the plan's tiled stages, in `Plan.tilings` order
 
     @property
     def feasible(self) -> bool:
@@ -101,13 +105,14 @@ class Breakdown:
 
     @property
     def cut_bytes(self) -> int:
-        """Bytes that cross between devices, the result's return included (raw, before codecs)."""
-        return sum(t.size_bytes for t in self.transfers)
+        """Bytes that cross between devices, the result's return included (raw, before codecs), and
+        the crops, output tiles and halos of tiled stages."""
+        return sum(t.size_bytes for t in self.transfers) + sum(c.moved_bytes for c in self.tiled_stages)
 
     @property
     def wire_bytes(self) -> int:
-        """Bytes on the wire between devices: `cut_bytes` after each link's codec."""
-        return sum(t.wire_bytes for t in self.transfers)
+        """Bytes on the wire between devices: `cut_bytes` after each link's codec (tiled stages send raw)."""
+        return sum(t.wire_bytes for t in self.transfers) + sum(c.moved_bytes for c in self.tiled_stages)
 
     def metric(self, name: str) -> float:
         value = getattr(self, name)

@@ -23,6 +23,14 @@ Model (REFERENCE section 1, the survey's unified model; choices where it is sile
   working set when it takes over. Standbys compute nothing and add no latency, energy or money.
 - Throughput: the bottleneck is the busiest device (its busy time stretched by background load) or
   directed link per request.
+- Tiled stages (`plan.tilings`, priced by coinfer.cost.tiled_stage): a tiled stage adds its own
+  latency (input ready on the scatter device -> last output tile stitched on the gather device;
+  the busiest tile device's compute counts as compute, the rest as transfer), each device's tile
+  compute to its busy time, each crop, output tile and halo to its link's busy time, money and
+  the sender's transmit energy, and the range's weights plus the largest tile working set to each
+  tile device's memory. Its nodes' own times on the gather device count for nothing, and the
+  scatter replaces the hop of the range's input. Every tile device and every link the stage uses
+  must be up (the failover of tiles to the other tile devices is not credited: a lower bound).
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ from coinfer.cost import terms
 from coinfer.cost.breakdown import Breakdown, StageCost, Transfer, Violation
 from coinfer.cost.constraints import violations
 from coinfer.cost.reliability import reliability as plan_reliability
-from coinfer.graph import Graph, TensorSpec
+from coinfer.cost.tiled_plan import tiled_stage_costs
+from coinfer.cost.tiled_stage import TiledStageCost
 from coinfer.plan import Plan
 from coinfer.problem import Problem
 
@@ -45,10 +54,17 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
     """All metrics of `plan` for `problem`; see the module docstring for the model."""
     graph, cluster = problem.graph, problem.cluster
     transfers = list_transfers(plan, problem)
+    tiled = tiled_stage_costs(plan, problem) if plan.tilings else ()
+    tiled_nodes = {n for s in plan.stages if s.tiling for n in s.node_ids} if tiled else set()
     busy_s: dict[str, float] = defaultdict(float)
     for node in graph.nodes:
-        device = plan.placement[node.id]
-        busy_s[device] += problem.node_time_s[device][node.id]
+        if node.id not in tiled_nodes:
+            device = plan.placement[node.id]
+            busy_s[device] += problem.node_time_s[device][node.id]
+    for stage_cost in tiled:
+        for device, share in stage_cost.devices.items():
+            if share.tiles:
+                busy_s[device] += share.compute_s
     queueing_s = {d: terms.queueing_time_s(cluster.device(d).background) for d in busy_s}
 
     energy: dict[str, float] = {d.name: terms.compute_energy_j(d, busy_s.get(d.name, 0.0)) for d in cluster.devices}
@@ -59,15 +75,22 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
         energy[t.source] += terms.transmit_energy_j(link, t.wire_time_s)
         link_busy_s[(t.source, t.target)] += t.time_s
         cost_usd += terms.link_cost_usd(link, t.wire_time_s, t.wire_bytes)
-    compute_s = sum(busy_s.values())
-    transfer_s = sum(t.time_s for t in transfers)
+    for stage_cost in tiled:
+        for (source, target), use in stage_cost.link_use.items():
+            link = cluster.link(source, target)
+            energy[source] += terms.transmit_energy_j(link, use.transfer_s)
+            link_busy_s[(source, target)] += use.transfer_s
+            cost_usd += terms.link_cost_usd(link, use.transfer_s, use.size_bytes)
+    tiled_compute_s = sum(c.critical_compute_s for c in tiled)
+    compute_s = sum(busy_s.values()) - sum(c.devices[d].compute_s for c in tiled for d in c.devices) + tiled_compute_s
+    transfer_s = sum(t.time_s for t in transfers) + sum(c.latency_s for c in tiled) - tiled_compute_s
     queue_s = sum(queueing_s.values())
     latency_s = compute_s + transfer_s + queue_s
     energy[problem.origin] += float(terms.waiting_energy_j(cluster.origin, latency_s, busy_s.get(problem.origin, 0.0)))
     for d in cluster.devices:
         cost_usd += terms.device_cost_usd(d, busy_s.get(d.name, 0.0), energy[d.name])
 
-    reliability = plan_reliability(plan, problem)
+    reliability = plan_reliability(plan, problem, tuple(use for c in tiled for use in c.link_use))
 
     resources = {f"device {d}": terms.effective_busy_s(cluster.device(d), s) for d, s in busy_s.items()}
     resources.update({f"link {s}->{t}": v for (s, t), v in link_busy_s.items()})
@@ -79,9 +102,9 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
         energy_j=sum(energy.values()), origin_energy_j=energy[problem.origin], energy_by_device_j=dict(energy),
         cost_usd=cost_usd, reliability=reliability, bottleneck_s=bottleneck_s, bottleneck=bottleneck,
         throughput_rps=1.0 / bottleneck_s if bottleneck_s > 0 else math.inf,
-        memory_by_device_bytes=memory_need_bytes(plan, problem),
-        stages=_stage_costs(plan, problem, transfers, queueing_s), transfers=tuple(transfers),
-        violations=(), objective_value=0.0,
+        memory_by_device_bytes=memory_need_bytes(plan, problem, tiled),
+        stages=_stage_costs(plan, problem, transfers, queueing_s, tiled), transfers=tuple(transfers),
+        violations=(), objective_value=0.0, tiled_stages=tiled,
     )
     found: tuple[Violation, ...] = violations(partial, problem, resources)
     objective = sum(w * partial.metric(m) for m, w in problem.objective.weights.items() if w)
@@ -93,9 +116,11 @@ def list_transfers(plan: Plan, problem: Problem) -> list[Transfer]:
     graph, origin = problem.graph, problem.origin
     where = dict(plan.placement)
     where.update({i.name: origin for i in graph.inputs})
+    # a tiled stage's nodes read through its scatter (coinfer.cost.tiled_stage), not over a hop
+    tiled = {n for s in plan.stages if s.tiling for n in s.node_ids} if plan.tilings else set()
     hops: list[Transfer] = []
     for value in [*(i.name for i in graph.inputs), *(n.id for n in graph.nodes)]:
-        readers = dict.fromkeys(where[c] for c in graph.consumers[value])
+        readers = dict.fromkeys(where[c] for c in graph.consumers[value] if c not in tiled)
         for target in readers:
             if target != where[value]:
                 hops.append(_hop(plan, problem, value, where[value], target, is_result=False))
@@ -105,14 +130,27 @@ def list_transfers(plan: Plan, problem: Problem) -> list[Transfer]:
     return hops
 
 
-def memory_need_bytes(plan: Plan, problem: Problem) -> dict[str, int]:
+def memory_need_bytes(plan: Plan, problem: Problem,
+                      tiled: tuple[TiledStageCost, ...] | None = None) -> dict[str, int]:
+    """Parameters plus the largest working set per device; a tiled stage's devices hold the range's
+    weights and their largest tile working set (`tiled`: the plan's tiled stage costs, priced here
+    when not given), its scatter and gather devices the whole input and output maps."""
     graph = problem.graph
+    if tiled is None:
+        tiled = tiled_stage_costs(plan, problem) if plan.tilings else ()
+    tiled_nodes = {n for s in plan.stages if s.tiling for n in s.node_ids} if tiled else set()
     params: dict[str, int] = defaultdict(int)
     working: dict[str, int] = defaultdict(int)
     for node in graph.nodes:
+        if node.id in tiled_nodes:
+            continue
         for device in (plan.placement[node.id], *plan.standbys.get(node.id, ())):
             params[device] += node.param_bytes
             working[device] = max(working[device], terms.working_set_bytes(graph, node))
+    for stage_cost in tiled:
+        for device, share in stage_cost.devices.items():
+            params[device] += share.weights_bytes
+            working[device] = max(working[device], share.working_set_bytes, share.held_map_bytes)
     return {d: params[d] + working[d] for d in params}
 
 
@@ -122,30 +160,32 @@ def _hop(plan: Plan, problem: Problem, value: str, source: str, target: str, *, 
     codec = plan.codec(source, target)
     if codec == NO_CODEC:
         return Transfer(value, source, target, size, size, terms.transfer_time_s(link, size), is_result)
-    specs = value_specs(problem.graph, value)
+    specs = problem.graph.value_specs(value)
     wire = sum(wire_bytes(codec, spec) for spec in specs)
     codec_s = sum(codec_time_s(effective_codec(codec, spec.dtype), spec.size_bytes) for spec in specs)
     time_s = terms.transfer_time_s(link, wire, codec_s)
     return Transfer(value, source, target, size, wire, time_s, is_result, codec_s)
 
 
-def value_specs(graph: Graph, value: str) -> tuple[TensorSpec, ...]:
-    """The tensors of a value: a node's `outputs` (one float32 tensor of `output_bytes` when the graph
-    does not list them), or a graph input's spec."""
-    if value in graph.input_names:
-        return tuple(i.spec for i in graph.inputs if i.name == value)
-    node = graph.node(value)
-    return node.outputs or (TensorSpec(node.output_bytes),)
-
-
-def _stage_costs(plan: Plan, problem: Problem, transfers: list[Transfer],
-                 queueing_s: dict[str, float]) -> tuple[StageCost, ...]:
+def _stage_costs(plan: Plan, problem: Problem, transfers: list[Transfer], queueing_s: dict[str, float],
+                 tiled: tuple[TiledStageCost, ...]) -> tuple[StageCost, ...]:
     graph = problem.graph
     out: list[StageCost] = []
     charged: set[str] = set()
+    tiled_by_first = {t.first: c for t, c in zip(plan.tilings, tiled, strict=True)}
     for stage in plan.stages:
         members = set(stage.node_ids)
         sent = [t for t in transfers if t.tensor in members]
+        priced = tiled_by_first.get(stage.node_ids[0]) if stage.tiling else None
+        if priced is not None:
+            out.append(StageCost(
+                device=stage.device, first=stage.node_ids[0], last=stage.node_ids[-1],
+                node_count=len(stage.node_ids),
+                flops=priced.redundancy * sum(graph.node(n).flops for n in stage.node_ids),
+                compute_s=priced.critical_compute_s, queueing_s=0.0,
+                sent_bytes=sum(t.size_bytes for t in sent), transfer_s=sum(t.time_s for t in sent),
+            ))
+            continue
         queue = 0.0 if stage.device in charged else queueing_s[stage.device]
         charged.add(stage.device)
         out.append(StageCost(

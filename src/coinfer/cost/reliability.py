@@ -32,10 +32,23 @@ from coinfer.problem import Problem
 MAX_ENUMERATED_DEVICES = 16
 
 
-def reliability(plan: Plan, problem: Problem) -> float:
-    """The probability that a request of `plan` succeeds (see the module docstring)."""
+def reliability(plan: Plan, problem: Problem, tiled_links: Sequence[tuple[str, str]] = ()) -> float:
+    """The probability that a request of `plan` succeeds (see the module docstring). A tiled stage
+    needs every one of its tile devices and `tiled_links` (the links its messages use) up."""
     stages = plan.stages
     flows = stage_flows(plan, problem)
+    if plan.tilings:
+        tiled = {i for i, s in enumerate(stages) if s.tiling}
+        flows = frozenset((a, b) for a, b in flows if b not in tiled)  # the scatter is in tiled_links
+        tile_devices = {d for s in stages for d in s.compute_devices}
+        r = math.prod(1.0 - problem.cluster.device(d).failure_probability for d in tile_devices - {
+            s.device for s in stages})
+        links = set(tiled_links) - links_used([s.device for s in stages], flows, problem.origin)
+        r *= math.prod(1.0 - problem.cluster.link(a, b).failure_probability for a, b in links)
+        stages = tuple(Stage(s.device, s.node_ids, s.standbys) for s in stages)
+        if not plan.has_standbys:
+            return r * plain_reliability([s.device for s in stages], flows, problem)
+        return r * replicated_reliability(stages, flows, problem)
     if not plan.has_standbys:
         return plain_reliability([s.device for s in stages], flows, problem)
     return replicated_reliability(stages, flows, problem)

@@ -6,7 +6,11 @@ from), the objective and the constraints. `placement` is the part meant for hand
 repeats it in the one-line form and `predicted` is informative (recomputed on load). `codecs`
 (optional) maps directed links, written `"source->target"`, to codec text such as `"fp16+lz4"`.
 `standbys` (optional) maps a node id to its standby devices in failover order (replicas; the
-one-line form writes them `first..last@primary+standby`).
+one-line form writes them `first..last@primary+standby`). `tilings` (optional) lists the tiled
+stages (coinfer.plan_tiling), each `{"first", "last", "grid": [rows, cols], "mode", "devices",
+"gather"}` with optional `"row_sizes"` / `"col_sizes"`; the placement puts a tiled stage's nodes
+on its gather device. `stage_starts` (optional) lists nodes that begin a stage although the node
+before them runs on the same device (written by the runtime's lowering of tiled stages).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from coinfer.files.cluster_file import cluster_from_dict, cluster_to_dict
 from coinfer.files.graph_file import graph_from_dict, graph_to_dict
 from coinfer.files.validation import check_version, read_json, validate
 from coinfer.plan import Plan
+from coinfer.plan_tiling import Tiling
 from coinfer.problem import Constraints, Objective, Problem, parse_objective
 
 PLAN_FORMAT_VERSION = 1
@@ -39,6 +44,18 @@ class ConstraintsDoc(BaseModel):
     min_reliability: float | None = None
 
 
+class TilingDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    first: str
+    last: str
+    grid: tuple[int, int]
+    mode: Literal["fused", "halo"] = "fused"
+    devices: list[str]
+    gather: str
+    row_sizes: list[int] | None = None
+    col_sizes: list[int] | None = None
+
+
 class PlanDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: Literal[1]
@@ -47,6 +64,8 @@ class PlanDoc(BaseModel):
     placement: dict[str, str]
     standbys: dict[str, list[str]] = {}
     codecs: dict[str, str] = {}
+    tilings: list[TilingDoc] = []
+    stage_starts: list[str] = []
     objective: str = "latency"
     constraints: ConstraintsDoc = ConstraintsDoc()
     predicted: dict[str, Any] = {}
@@ -69,6 +88,8 @@ def plan_to_dict(plan: Plan, problem: Problem, breakdown: Breakdown | None = Non
         "placement": {n.id: plan.placement[n.id] for n in problem.graph.nodes},
         **({"standbys": {n: list(s) for n, s in plan.standbys.items() if s}} if plan.has_standbys else {}),
         **({"codecs": {f"{s}->{t}": str(c) for (s, t), c in plan.codecs.items()}} if plan.codecs else {}),
+        **({"tilings": [_tiling_to_dict(t) for t in plan.tilings]} if plan.tilings else {}),
+        **({"stage_starts": sorted(plan.stage_starts)} if plan.stage_starts else {}),
         "objective": str(problem.objective),
         "constraints": {"deadline_s": c.deadline_s, "origin_energy_budget_j": c.origin_energy_budget_j,
                         "request_rate_per_s": c.request_rate_per_s, "min_reliability": c.min_reliability},
@@ -96,6 +117,10 @@ def plan_from_dict(doc: Any, where: str | Path = "<plan>") -> tuple[Plan, Proble
     if unknown:
         raise PlanError(f"{where}: field 'standbys' names device(s) {unknown}, which are not in the cluster; "
                         f"devices: {', '.join(cluster.device_names)}")
+    unknown = sorted({d for t in parsed.tilings for d in (*t.devices, t.gather) if d not in cluster.device_names})
+    if unknown:
+        raise PlanError(f"{where}: field 'tilings' names device(s) {unknown}, which are not in the cluster; "
+                        f"devices: {', '.join(cluster.device_names)}")
     codecs = link_codecs(parsed.codecs, cluster, f"{where}: field 'codecs'")
     c = parsed.constraints
     try:
@@ -105,11 +130,22 @@ def plan_from_dict(doc: Any, where: str | Path = "<plan>") -> tuple[Plan, Proble
     problem = Problem(graph, cluster, parsed.node_time_s, parse_objective(parsed.objective) if parsed.objective
                       else Objective(), limits, parsed.time_sources)
     try:
+        tilings = tuple(Tiling(t.first, t.last, tuple(t.devices), t.gather, t.grid[0], t.grid[1], t.mode,
+                               tuple(t.row_sizes) if t.row_sizes else None,
+                               tuple(t.col_sizes) if t.col_sizes else None) for t in parsed.tilings)
         plan = Plan(graph, parsed.placement, parsed.solver, codecs=codecs,
-                    standbys={n: tuple(s) for n, s in parsed.standbys.items() if s})
+                    standbys={n: tuple(s) for n, s in parsed.standbys.items() if s}, tilings=tilings,
+                    stage_starts=frozenset(parsed.stage_starts))
     except PlanError as exc:
         raise PlanError(f"{where}: {exc}") from None
     return plan, problem
+
+
+def _tiling_to_dict(t: Tiling) -> dict[str, Any]:
+    return {"first": t.first, "last": t.last, "grid": [t.tile_rows, t.tile_cols], "mode": t.mode,
+            "devices": list(t.devices), "gather": t.gather,
+            **({"row_sizes": list(t.row_sizes)} if t.row_sizes else {}),
+            **({"col_sizes": list(t.col_sizes)} if t.col_sizes else {})}
 
 
 def link_codecs(entries: Mapping[str, str], cluster: Cluster, where: str) -> dict[tuple[str, str], Codec]:

@@ -133,6 +133,8 @@ def at_batch(plan: Plan, problem: Problem, k: int) -> tuple[Plan, Problem]:
     """The plan and problem of one batch of K requests (the module docstring's assumptions)."""
     if k == 1:
         return plan, problem
+    if plan.tilings:
+        raise PlanError("micro-batching does not run tiled stages: run the tiled plan at micro-batch 1")
     graph = batched_graph(problem.graph, k)
     c = problem.constraints
     rate = None if c.request_rate_per_s is None else c.request_rate_per_s / k

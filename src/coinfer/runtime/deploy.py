@@ -24,7 +24,7 @@ from coinfer.plan import Plan
 from coinfer.problem import Problem
 from coinfer.runtime.client import Client
 from coinfer.runtime.options import ClientAddress, Endpoint, Progress, RunOptions
-from coinfer.runtime.packaging import DevicePackage, packager_for
+from coinfer.runtime.packaging import DevicePackage, Packager, packager_for
 from coinfer.runtime.routing import DeviceRoute, route
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,31 @@ def with_run_weights(plan: Plan, problem: Problem, options: RunOptions) -> tuple
     if options.weights is None:
         return plan, problem
     graph = with_weights(problem.graph, options.weights)
-    return (Plan(graph, plan.placement, plan.solver, codecs=plan.codecs, standbys=plan.standbys),
-            replace(problem, graph=graph))
+    return (Plan(graph, plan.placement, plan.solver, codecs=plan.codecs, standbys=plan.standbys,
+                 tilings=plan.tilings), replace(problem, graph=graph))
+
+
+def lowered_for_run(plan: Plan, problem: Problem, packager: Packager,
+                    micro_batch: int = 1) -> tuple[Plan, Problem, Packager]:
+    """A plan with tiled stages as the runtime runs it: the ordinary plan and problem over the expanded
+    program (coinfer.runtime.packaging.tiled_program), and a packager of that program."""
+    from coinfer.runtime.packaging.tiled_program import lower_tilings
+
+    if micro_batch != 1:
+        raise PlanError("micro-batching does not run tiled stages: run the tiled plan at micro-batch 1")
+    if packager.kind != "torch":
+        raise PlanError("tiled stages run on PyTorch programs; an ONNX model's plan cannot tile (capture the model "
+                        "from PyTorch)")
+    lowered = lower_tilings(plan, problem, packager.torch)
+    key = (id(packager), str(plan))  # the program follows from the model and the plan's stages
+    if key not in _LOWERED:
+        while len(_LOWERED) >= 2:
+            _LOWERED.pop(next(iter(_LOWERED)))
+        _LOWERED[key] = Packager.of_program(problem.graph, lowered.program)  # its weights hashed once
+    return lowered.plan, lowered.problem, _LOWERED[key]
+
+
+_LOWERED: dict[tuple[int, str], Packager] = {}
 
 
 def data_endpoint(control_endpoint: str, data_port: int) -> str:
@@ -98,6 +121,9 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
     probed, and the next plan may use any device). `progress` hears of the weights as they go.
     The weights are those the problem's graph names (`with_run_weights` applies `options.weights`
     once, before the first deploy of a run)."""
+    packager = packager_for(problem.graph, options.micro_batch)
+    if plan.tilings:
+        plan, problem, packager = lowered_for_run(plan, problem, packager, options.micro_batch)
     devices = taking_part(plan, problem)
     if everywhere:
         devices = tuple(dict.fromkeys([*devices, *(d for d in problem.cluster.device_names
@@ -110,7 +136,6 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
         if problem.cluster.link(source, target) is None and _sends(plan, problem, source, target):
             raise PlanError(f"the plan sends from {source} to {target}, but the cluster has no link between them")
     health = {device: client.check(device, {"op": "health"}, options.connect_timeout_s) for device in devices}
-    packager = packager_for(problem.graph, options.micro_batch)
     routes = route(plan, packager.index, problem.origin)
     epoch = options.trace_epoch_unix_s or time.time()
     peers: dict[str, dict[str, str]] = {}

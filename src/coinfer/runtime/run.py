@@ -39,8 +39,15 @@ from coinfer.runtime.batching import (
 )
 from coinfer.runtime.client import Client, Outcome
 from coinfer.runtime.delivery import run_requests
-from coinfer.runtime.deploy import deploy, deploy_with_traces_from_now, taking_part, with_run_weights
+from coinfer.runtime.deploy import (
+    deploy,
+    deploy_with_traces_from_now,
+    lowered_for_run,
+    taking_part,
+    with_run_weights,
+)
 from coinfer.runtime.options import ClientAddress, Endpoint, Progress, RunOptions, Shaping
+from coinfer.runtime.packaging import packager_for
 from coinfer.runtime.recovery import Recovery
 from coinfer.runtime.verify import Comparison
 from coinfer.runtime.watchdog import Watchdog
@@ -83,6 +90,8 @@ def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, o
         elapsed_s = time.perf_counter() - start
     batched_plan, batched_problem = at_batch(plan, problem, k)
     breakdown = evaluate(batched_plan, batched_problem)
+    if plan.tilings:  # the workers ran (and count stages of) the lowered plan
+        batched_plan, batched_problem, _ = lowered_for_run(plan, problem, packager_for(problem.graph))
     report = _summary(outcomes, elapsed_s, breakdown.latency_s)
     report.update(plan=str(plan), solver=plan.solver, deploy_s=deploy_s, in_flight=options.in_flight, micro_batch=k,
                   weights=problem.graph.source.options.get("weights") if problem.graph.source else None,

@@ -31,7 +31,7 @@ that needs it. With a halo wider than a neighbour's part (a dilated window over 
 can come from a tile two parts away: "neighbour" means whoever owns the positions. The range
 input's halos are listed like the others; the pricing folds them into the scatter (the scatter
 device holds the whole input map). Pure Python, positions only: bytes need the channels, which
-`coinfer.tiling.cost` reads from the graph.
+`coinfer.cost.tiled_stage` reads from the graph.
 """
 
 from __future__ import annotations

@@ -314,3 +314,32 @@ def _pair(value: Any) -> tuple[int, int]:
         return value, value
     items = [int(v) for v in value]
     return (items[0], items[0]) if len(items) == 1 else (items[0], items[1])
+
+
+_PROGRAMS: dict[str, Any] = {}  # model source -> its exported program: exporting takes seconds
+_RANGES: dict[tuple[str, str, str], SpatialRange] = {}
+_KEEP_PROGRAMS = 2
+
+
+def cached_program(graph: Graph) -> Any:
+    """The exported program of a captured graph, remembered for the process (the last two models)."""
+    if graph.source is None:
+        raise PlanError(f"graph {graph.name!r} has no model source, so its ops' windows are unknown and no range of "
+                        "it can be tiled; capture the model (coinfer capture) instead of writing the graph by hand")
+    source = repr(graph.source)
+    if source not in _PROGRAMS:
+        from coinfer.capture.api import load_program
+
+        while len(_PROGRAMS) >= _KEEP_PROGRAMS:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[source] = load_program(graph.source)
+    return _PROGRAMS[source]
+
+
+def cached_spatial_range(graph: Graph, first: str, last: str) -> SpatialRange:
+    """`spatial_range` of a captured graph, the range remembered for the process: the cost model
+    prices the same tiled range many times (solvers, compare)."""
+    key = (repr(graph.source), first, last)
+    if key not in _RANGES:
+        _RANGES[key] = spatial_range(graph, first, last, cached_program(graph))
+    return _RANGES[key]

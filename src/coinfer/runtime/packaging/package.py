@@ -22,13 +22,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coinfer.files.graph_file import graph_digest
 from coinfer.graph import Graph
 from coinfer.runtime.blobs import BlobInfo, array_blob, sha256_of, tensor_blob
 from coinfer.runtime.program import ProgramIndex, index_to_doc
 from coinfer.runtime.routing import DeviceRoute
+
+if TYPE_CHECKING:
+    from coinfer.runtime.packaging.torch_program import TorchProgram
 
 CACHED_PACKAGERS = 2  # a live plan switch needs one; the second spares a rebuild when a run alternates
 
@@ -46,16 +49,21 @@ class DevicePackage:
 
 
 class Packager:
-    def __init__(self, graph: Graph, micro_batch: int = 1) -> None:
+    def __init__(self, graph: Graph, micro_batch: int = 1, program: TorchProgram | None = None) -> None:
         assert graph.source is not None
         self.kind = "onnx" if graph.source.spec.startswith("onnx:") else "torch"
-        if self.kind == "onnx":
+        if program is not None:
+            self.torch = program
+            self.index = program.index
+            self._tensors = program.tensors
+            make: Callable[[Any], bytes] = tensor_blob
+        elif self.kind == "onnx":
             from coinfer.runtime.packaging.onnx_program import OnnxProgram
 
             self.onnx = OnnxProgram(graph, micro_batch)
             self.index: ProgramIndex = self.onnx.index
             self._tensors: Mapping[str, Any] = self.onnx.tensors
-            make: Callable[[Any], bytes] = array_blob
+            make = array_blob
         else:
             from coinfer.runtime.packaging.torch_program import torch_program
 
@@ -68,6 +76,11 @@ class Packager:
         self._weight_info: dict[str, dict[str, Any]] = {}  # ref -> WEIGHT
         self._source: dict[str, Callable[[], bytes]] = {}  # sha256 -> how to make its bytes
         self._sizes: dict[str, int] = {}
+
+    @classmethod
+    def of_program(cls, graph: Graph, program: TorchProgram) -> Packager:
+        """A packager of a program built elsewhere (a tiled plan's, coinfer.runtime.packaging.tiled_program)."""
+        return cls(graph, 1, program)
 
     def package(self, route: DeviceRoute) -> DevicePackage:
         blobs: dict[str, BlobInfo] = {}

@@ -4,7 +4,7 @@ A message holds its resources for `transfer_time_s - latency` (the wire time of 
 FIFO link) and arrives one latency later. With `contention="links"` the resource is the directed
 link, as coinfer's simulator and emulated links treat it; with `"ports"` every device has one
 outgoing and one incoming port. `StageSchedule.run` times fused tiles (each runs the whole range
-on its crop), `run_halo` halo-exchange tiles node by node (coinfer.tiling.cost's module docstring
+on its crop), `run_halo` halo-exchange tiles node by node (coinfer.cost.tiled_stage's module docstring
 gives both schedules). Pure Python.
 """
 
@@ -17,11 +17,11 @@ from typing import Literal
 
 from coinfer.cluster import Link
 from coinfer.cost import terms
+from coinfer.cost.tile_shapes import RangeShapes
 from coinfer.errors import PlanError
 from coinfer.tiling.bounds import TileBounds
 from coinfer.tiling.geometry import Region
 from coinfer.tiling.halo import Halo, HaloBounds, held_view
-from coinfer.tiling.shapes import RangeShapes
 
 Contention = Literal["links", "ports"]
 Resource = tuple[str, str, str]  # ("link", source, target), ("out", device, "") or ("in", device, "")

@@ -6,8 +6,8 @@ map on the *scatter* device, sends each tile device the crop its tiles read
 overlaps are recomputed), and sends each output tile to the *gather* device, which stitches them.
 `tiled_stage_cost` prices that (or halo-exchange tiles, below), reusing `coinfer.cost.terms` for
 every equation it shares with `cost.evaluate` (transfer time, compute and transmit energy, a node's
-working set); `coinfer.tiling.shapes` gives a tile's share of each node and value and
-`coinfer.tiling.schedule` the timeline. Pure Python.
+working set); `coinfer.cost.tile_shapes` gives a tile's share of each node and value and
+`coinfer.cost.tile_schedule` the timeline. Pure Python.
 
 Model and assumptions (ours where the papers are silent):
 
@@ -70,21 +70,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from coinfer.cluster import Cluster, Link
 from coinfer.cost import terms
+from coinfer.cost.tile_schedule import Contention, Exchange, StageSchedule, TileCost
+from coinfer.cost.tile_shapes import RangeShapes, range_nodes
 from coinfer.errors import PlanError
 from coinfer.graph import Graph, Node
+from coinfer.plan_tiling import Mode  # "fused": recompute the overlap (DeepThings); "halo": trade halos per op (CoEdge)
 from coinfer.tiling.bounds import SpatialRange, tile_bounds
 from coinfer.tiling.geometry import Region, TileGrid, check_cover
 from coinfer.tiling.halo import HaloBounds, halo_bounds, owned_view
-from coinfer.tiling.schedule import Contention, Exchange, StageSchedule, TileCost
-from coinfer.tiling.shapes import RangeShapes, range_nodes
 
-__all__ = ["Contention", "DeviceCost", "Mode", "TileCost", "TiledStageCost", "range_nodes", "tiled_stage_cost"]
+__all__ = ["Contention", "DeviceCost", "LinkUse", "Mode", "TileCost", "TiledStageCost", "range_nodes",
+           "tiled_stage_cost"]
 
-Mode = Literal["fused", "halo"]  # recompute the overlap (DeepThings), or trade halos per op (CoEdge)
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,15 @@ class DeviceCost:
 
 
 @dataclass(frozen=True)
+class LinkUse:
+    """What a tiled stage sends over one directed link: messages, bytes, and their transfer time."""
+
+    messages: int
+    size_bytes: int
+    transfer_s: float
+
+
+@dataclass(frozen=True)
 class TiledStageCost:
     """A fused tiled stage priced per tile, per device and in total (model: module docstring)."""
 
@@ -129,6 +138,12 @@ class TiledStageCost:
     weights_bytes: int  # of the whole range
     whole_working_set_bytes: int  # the largest working set of one node on the whole map
     whole_compute_s: Mapping[str, float]  # the untiled range on each device of the stage
+    link_use: Mapping[tuple[str, str], LinkUse]  # directed link -> what the stage sends over it
+
+    @property
+    def critical_compute_s(self) -> float:
+        """The busiest device's compute: the part of `latency_s` that is computing, the rest waits on links."""
+        return max(d.compute_s for d in self.devices.values())
 
     @property
     def moved_bytes(self) -> int:
@@ -206,7 +221,20 @@ def tiled_stage_cost(graph: Graph, spatial: SpatialRange, tiles: TileGrid | Sequ
         weights_bytes=shapes.weights_bytes,
         whole_working_set_bytes=max(terms.working_set_bytes(graph, n) for n in nodes),
         whole_compute_s={d: sum(node_time_s[d][n.id] for n in nodes) for d in dict.fromkeys(devices)},
+        link_use=_link_use(tile_costs, exchanges, scatter, gather),
     )
+
+
+def _link_use(tiles: Sequence[TileCost], exchanges: Sequence[Exchange], scatter: str,
+              gather: str) -> dict[tuple[str, str], LinkUse]:
+    sends = [((scatter, t.device), t.input_bytes, t.scatter_s) for t in tiles if t.device != scatter]
+    sends += [((t.device, gather), t.output_bytes, t.gather_s) for t in tiles if t.device != gather]
+    sends += [((e.source, e.target), e.size_bytes, e.transfer_s) for e in exchanges]
+    out: dict[tuple[str, str], LinkUse] = {}
+    for key, size, time_s in sends:
+        seen = out.get(key, LinkUse(0, 0, 0.0))
+        out[key] = LinkUse(seen.messages + 1, seen.size_bytes + size, seen.transfer_s + time_s)
+    return out
 
 
 def _tiles(spatial: SpatialRange, tiles: TileGrid | Sequence[Region]) -> tuple[Region, ...]:

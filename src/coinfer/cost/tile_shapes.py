@@ -1,6 +1,6 @@
 """Sizes of a tiled range: positions and bytes of each value, and a tile's share of each node.
 
-Used by the pricing of tiled stages (`coinfer.tiling.cost`) and its schedule: how many output
+Used by the pricing of tiled stages (`coinfer.cost.tiled_stage`) and its schedule: how many output
 positions a tile computes of each node (its time is that share of the node's whole time), the
 bytes of a region of a value (channels x area x element size, from the graph's tensor specs) and a
 tile's working set (`cost.terms.working_set_bytes` on the range shrunk to the tile). Pure Python.
@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from coinfer.cost import terms
-from coinfer.cost.evaluate import value_specs
 from coinfer.errors import PlanError
 from coinfer.graph import Graph, GraphInput, Node, TensorSpec
 from coinfer.tiling.bounds import SpatialRange, TileBounds
@@ -98,7 +97,7 @@ class RangeShapes:
 def map_bytes(graph: Graph, value: str, size: tuple[int, int]) -> int:
     """Bytes of the feature map `value` (a node id or graph input) of `size` positions: the tensor of
     that height and width among the value's specs, or all of its bytes when the specs carry no shapes."""
-    specs = value_specs(graph, value)
+    specs = graph.value_specs(value)
     for spec in specs:
         if spec.shape is not None and len(spec.shape) == 4 and tuple(spec.shape[2:]) == size:
             return spec.size_bytes
