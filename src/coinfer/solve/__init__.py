@@ -16,14 +16,18 @@ from coinfer.problem import Problem
 from coinfer.solve.baselines import origin_only, server_only
 from coinfer.solve.brute_force import brute_force
 from coinfer.solve.chain_dp import chain_dp
+from coinfer.solve.coedge import coedge
 from coinfer.solve.dads import dads, dads_throughput
+from coinfer.solve.ftp import ftp
 from coinfer.solve.genetic import genetic
 from coinfer.solve.hpa import hpa
 from coinfer.solve.ilp import ilp
 from coinfer.solve.neurosurgeon import neurosurgeon
 from coinfer.solve.pareto import pareto
 from coinfer.solve.pipeline_dp import pipeline_dp
+from coinfer.solve.tiled_brute_force import tiling_brute_force
 from coinfer.solve.unreliability import pricing
+from coinfer.solve.vsm import vsm
 from coinfer.solve.waiting import folding
 
 Solver = Callable[[Problem], Plan]
@@ -41,9 +45,14 @@ _FUNCTIONS: Mapping[str, Solver] = {
     "genetic": genetic,
     "pareto": pareto,
     "brute-force": brute_force,
+    "ftp": ftp,
+    "vsm": vsm,
+    "coedge": coedge,
+    "tiling-brute-force": tiling_brute_force,
 }
 # These cost whole plans with cost.evaluate, or (pareto) fold each of their own objectives.
-_COUNT_WAITING_THEMSELVES = frozenset({"origin-only", "server-only", "brute-force", "pareto"})
+_COUNT_WAITING_THEMSELVES = frozenset({"origin-only", "server-only", "brute-force", "pareto", "ftp", "vsm", "coedge",
+                                       "tiling-brute-force"})
 
 SOLVERS: Mapping[str, Solver] = {
     name: pricing(name, fn if name in _COUNT_WAITING_THEMSELVES else folding(name, fn))
