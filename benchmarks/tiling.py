@@ -47,11 +47,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # python:tiling_models:darknet16
 
 from coinfer.capture import capture, load_program
 from coinfer.cluster import Cluster
+from coinfer.cost.tile_shapes import RangeShapes, range_nodes
 from coinfer.cost.tiled_stage import Contention, Mode, TiledStageCost, tiled_stage_cost
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.graph import Graph
 from coinfer.profile.resolve import resolve_times
-from coinfer.tiling import SpatialRange, equal_grid, spatial_range
+from coinfer.tiling import SpatialRange, equal_grid, spatial_range, tile_bounds
 
 DEVICE_COUNTS = (1, 2, 3, 4, 5, 6)
 GRID_FOR = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2)}  # (tile rows, tile columns)
@@ -177,8 +178,21 @@ def depth_table(case: ModelCase, graph: Graph, program: Any, times: Any, cluster
                   "2x2 halo messages"], rows)
 
 
+def all_maps_bytes(graph: Graph, spatial: SpatialRange, tile: Any) -> int:
+    """Every map of the range held at once for one tile (input, every op's output), as Darknet's own
+    runtime allocates them: DeepThings' accounting of a device's memory."""
+    shapes = RangeShapes(graph, spatial, range_nodes(graph, spatial))
+    bounds = tile_bounds(spatial, tile)
+    return shapes.value_bytes(spatial.input, bounds.input_region) + sum(
+        shapes.value_bytes(op.name, bounds.ops[op.name].output) for op in spatial.ops if op.kind != "item")
+
+
 def deepthings_table(graph: Graph, spatial: SpatialRange, times: Any, cluster: Cluster) -> str:
     alone = stage(graph, spatial, times, cluster, (1, 1), 1)
+    height, width = spatial.output_size
+    whole_maps = all_maps_bytes(graph, spatial, equal_grid(height, width, 1, 1).tiles()[0])
+    tile_maps = max(all_maps_bytes(graph, spatial, t) for t in equal_grid(height, width, 5, 5).tiles())
+    weights = alone.weights_bytes
     rows = []
     for count in DEVICE_COUNTS:
         cost = stage(graph, spatial, times, cluster, (5, 5), count)
@@ -186,12 +200,39 @@ def deepthings_table(graph: Graph, spatial: SpatialRange, times: Any, cluster: C
         rows.append([str(count), f"{alone.latency_s / cost.latency_s:.2f}x", f"{cost.redundancy:.2f}",
                      f"{memory / MB:.1f}", f"{alone.whole_memory_bytes / MB:.1f}",
                      f"{memory / cost.whole_memory_bytes - 1:+.0%}",
-                     f"{(memory - cost.weights_bytes) / (cost.whole_memory_bytes - cost.weights_bytes) - 1:+.0%}"])
+                     f"{(memory - cost.weights_bytes) / (cost.whole_memory_bytes - cost.weights_bytes) - 1:+.0%}",
+                     f"{(weights + tile_maps) / MB:.1f} vs {(weights + whole_maps) / MB:.1f}",
+                     f"{(weights + tile_maps) / (weights + whole_maps) - 1:+.0%}"])
     return table(["devices", "speed-up", "redundancy", "memory/device MB", "one device MB", "memory vs one",
-                  "activations vs one"], rows)
+                  "activations vs one", "all maps held MB (tile vs whole)", "all maps held vs one"], rows)
+
+
+def measured_sections(cluster_of: Any) -> None:
+    from tiling_runs import captured, deepthings_memory_table, emulated_table, parallel_table
+
+    runs = (("VGG16 features", "python:tiling_models:vgg16_features", None, "features.0", "features.30", None),
+            ("Darknet-19 first 16", "python:tiling_models:darknet16", None, "layers.0.0", "layers.15.2", None),
+            ("resnet18", "torchvision:resnet18", (1, 3, 224, 224), "conv1", "layer4.1.relu.relu__16", "avgpool..fc"))
+    for name, spec, shape, first, last, after in runs:
+        graph = captured(spec, shape)
+        print(f"## Measured: {name} ({first}..{last}) on 1..6 emulated {CATALOG_DEVICE}s\n")
+        print(emulated_table(graph, cluster_of, first, last, after, DEVICE_COUNTS, GRID_FOR) + "\n")
+        print(f"Measured: {name}, real parallelism on this machine's 2 cores (no emulation):\n")
+        print(parallel_table(graph, first, last, after) + "\n")
+        if "darknet" in spec:
+            print("Measured: DeepThings' 5x5 grid over the 16 layers, memory per tile worker:\n")
+            print(deepthings_memory_table(graph, cluster_of, first, last) + "\n")
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--measure", action="store_true",
+                        help="also run tiled plans on local workers (emulated Pis, 2 real workers, memory; minutes)")
+    parser.add_argument("--solvers", action="store_true",
+                        help="also compare the tiling solvers with the layer-only ones on camera-edge-cloud")
+    args = parser.parse_args()
     logging.disable(logging.WARNING)
     try:
         import torch
@@ -203,8 +244,8 @@ def main() -> None:
     cluster = lan(max(DEVICE_COUNTS))
     print(f"# Spatial tiling: predicted by the cost model ({CATALOG_DEVICE} x 1..6, "
           f"{LAN_BITS_PER_S / 1e6:.0f} Mbit/s, {LAN_LATENCY_S * 1e3:.0f} ms links)\n")
-    print("All figures are PREDICTED by coinfer.cost.tiled_stage from the catalog's sustained PyTorch speed of the "
-          "device; the runtime does not run tiled stages yet. Memory = the range's weights + the largest working "
+    print("These figures are PREDICTED by coinfer.cost.tiled_stage from the catalog's sustained PyTorch speed of the "
+          "device (--measure adds runs on workers). Memory = the range's weights + the largest working "
           "set of one node on one tile (cost.evaluate's measure), the maximum over the tile devices.\n")
     for case in CASES:
         # a python: spec's example input fixes its shape; torchvision models take one
@@ -228,6 +269,16 @@ def main() -> None:
             print("Predicted, DeepThings' 5x5 grid over the 16 layers (25 tiles round-robin over the devices; "
                   "DeepThings reports memory per device -68%):\n")
             print(deepthings_table(graph, spatial, times, cluster) + "\n")
+    if args.solvers:
+        from tiling_solvers import PRESET, tables
+
+        solvers, d3, coedge = tables()
+        print(f"## Solvers on the {PRESET} preset (predicted, objective latency)\n\n{solvers}\n")
+        print(f"## D3's claims here (predicted: vsm against the best layer-only plan)\n\n{d3}\n")
+        print("## CoEdge under a deadline of 0.8 x the fastest single device (predicted, objective energy)"
+              f"\n\n{coedge}\n")
+    if args.measure:
+        measured_sections(lan)
     print(f"wall time {time.perf_counter() - start_s:.0f} s")
 
 

@@ -67,3 +67,22 @@ class Darknet16(nn.Module):
 def darknet16() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """(the model in eval mode, an example 1 x 3 x 416 x 416 input), as a python: spec wants."""
     return Darknet16().eval(), (torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE),)
+
+
+class VggFeatures(nn.Module):
+    """torchvision's VGG16 convolutional part alone, under its attribute name (node ids features.0 ..)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models import vgg
+
+        self.features = vgg.make_layers(vgg.cfgs["D"], batch_norm=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.features(x)
+        return out
+
+
+def vgg16_features() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """VGG16's features at 224 x 224 without the 120 M weights of its classifier (measured runs ship less)."""
+    return VggFeatures().eval(), (torch.randn(1, 3, 224, 224),)

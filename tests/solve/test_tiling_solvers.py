@@ -31,7 +31,6 @@ SMALL: dict[str, Any] = {
     "links": [{"between": [x, y], "bandwidth_bits_per_s": 1e9, "latency_s": 5e-5, "power_w": 0.5}
               for x, y in (("a", "b"), ("a", "c"), ("b", "c"))],
 }
-TILE_SOLVERS = ("ftp", "vsm", "coedge", "tiling-brute-force")
 
 
 @pytest.fixture(scope="module")
@@ -56,29 +55,28 @@ def test_cut_points_and_segments_of_the_held_back_model(held_back: Graph) -> Non
     assert ends == ["add", "down"]  # the strided block halves the map; the segment's end
 
 
-@pytest.mark.parametrize("objective", ["latency", "energy"])
-def test_solvers_return_priced_plans_no_better_than_the_brute_force(held_back: Graph, objective: str) -> None:
+@pytest.mark.parametrize("objective", ["latency", "energy", "throughput"])
+def test_tiling_solvers_report_what_evaluate_prices(held_back: Graph, objective: str) -> None:
     problem = problem_of(held_back, objective)
-    oracle = evaluate(SOLVERS["tiling-brute-force"](problem), problem)
-    for name in TILE_SOLVERS:
+    for name in ("ftp", "vsm", "coedge"):
         plan = SOLVERS[name](problem)
-        b = evaluate(plan, problem)
-        assert plan.reported_objective == pytest.approx(b.objective_value, rel=1e-9), name
-        assert b.objective_value >= oracle.objective_value * (1 - 1e-9), name
-    origin = evaluate(SOLVERS["origin-only"](problem), problem)
-    assert oracle.objective_value < origin.objective_value  # tiling pays here: the test can see a solver miss it
+        assert plan.reported_objective == pytest.approx(evaluate(plan, problem).objective_value, rel=1e-9), name
 
 
 def test_ftp_finds_the_brute_force_optimum_of_its_own_space(held_back: Graph) -> None:
     problem = problem_of(held_back)
-    grids = ((1, 2), (2, 1), (2, 2))
+    # ftp's whole space on 3 devices with these grids (its first pass uses 1x1, 2x1, 3x1) lies inside
+    # the brute force's, which tries every assignment and gather device: ftp can match it, never beat it
+    grids = ((1, 1), (2, 1), (3, 1), (2, 2))
     found = evaluate(ftp(problem, grids=grids), problem)
     best = evaluate(tiling_brute_force(problem, grids=grids, modes=("fused",)), problem)
     assert best.tiled_stages, "the fused optimum should tile"
-    # ftp fixes the assignment (round-robin over the fastest devices) and the gather device; the
-    # brute force tries them all. Measured here: equal; a small slack keeps the test about the search.
+    assert found.objective_value >= best.objective_value * (1 - 1e-9)
+    # ftp fixes the assignment (round-robin or earliest finish over its k devices) and the gather
+    # device; measured here: equal, so a small slack keeps the test about the search
     assert found.objective_value <= best.objective_value * 1.05
-    assert found.latency_s < evaluate(SOLVERS["server-only"](problem), problem).latency_s
+    origin = evaluate(SOLVERS["origin-only"](problem), problem)
+    assert found.latency_s < evaluate(SOLVERS["server-only"](problem), problem).latency_s < origin.latency_s
 
 
 def test_vsm_is_never_worse_than_hpa_and_tiles_the_edge_stage(held_back: Graph) -> None:

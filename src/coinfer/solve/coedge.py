@@ -28,8 +28,8 @@ The deadline is the problem's (`--deadline`, less what the model outside the ran
 origin) or, without one, the fastest single device's time for the range (CoEdge's "similar
 latency"). CoEdge minimises energy whatever the problem's objective; the plan is reported under the
 problem's objective. When no split meets the deadline the MILP minimises the slowest device's time
-instead. `linear_optimum_by_enumeration` solves the same model by trying every split: the test
-that the MILP is exact.
+instead, and among plans that all miss the deadline the fastest wins.
+`linear_optimum_by_enumeration` solves the same model by trying every split: the test that the MILP is exact.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def coedge(problem: Problem) -> Plan:
                 b = evaluate(plan, problem)
                 plan_range_s = b.tiled_stages[0].latency_s if b.tiled_stages else b.stages[0].compute_s
                 range_s = min(range_s, plan_range_s)
-                key = (not b.feasible or plan_range_s > deadline * (1 + 1e-9), b.energy_j)
+                late = not b.feasible or plan_range_s > deadline * (1 + 1e-9)
+                key = (late, b.latency_s if late else b.energy_j)  # nothing in time: the fastest
                 if key < best[0]:
                     best = (key, plan)
             if range_s <= deadline * (1 + 1e-9) or not math.isfinite(range_s):
@@ -208,7 +209,7 @@ def _range_deadline(problem: Problem, model: LinearModel, start: int, stop: int)
 
 def _key(plan: Plan, problem: Problem) -> tuple[bool, float]:
     b = evaluate(plan, problem)
-    return not b.feasible, b.energy_j
+    return (False, b.energy_j) if b.feasible else (True, b.latency_s)
 
 
 def _bytes(graph: Graph, position: int) -> int:

@@ -8,22 +8,25 @@ network. DeepThings chooses L and N x M offline and hands tiles out at run time 
 Here (our search, scored by `cost.evaluate` under the problem's objective and constraints, feasible
 plans first, the whole model on any one device among them): the range runs from the start of the
 first tileable segment (coinfer.solve.tiled_ranges) to one of its ends where the map has just
-shrunk; the tile devices are the k fastest devices on the range that links join to the origin (k =
-1 .. all of them), given tiles round-robin; the gather device is the origin or the fastest tile
-device, and the rest of the model runs there. A first pass prices every (L, k, gather) with the
-most square grid of k tiles (one tile per device); a second tries every grid of `GRIDS` for the
-best tiled plan of them (more tiles than devices balance unequal speeds and shrink each device's working set,
-as DeepThings' 5x5 grids do), each with the tiles round-robin and as work stealing would hand them
-out (`earliest_finish`: each tile, in order, to the device that would finish it first). Not exact:
-L, the device sets and the assignment are a search over a pruned space.
+shrunk; the tile devices are the k devices, among those that links join to the origin, that run
+the range fastest alone (its input sent there, then computed), k = 1 .. all of them; the gather
+device is the origin or the first of them, and the rest of the model runs there. A first pass
+prices every (L, k, gather) with the most square grid of k tiles, one per device; a second tries
+every grid of `GRIDS` for the best tiled plan of the first (more tiles than devices balance unequal
+speeds and shrink each device's working set, as DeepThings' 5x5 grids do), each with the tiles
+round-robin and as work stealing would hand them out (`earliest_finish`: each tile, in order, to
+the device that would finish it first). Not exact: L, the device sets and the assignment are a
+search over a pruned space. The assignment is fixed in the plan: the runtime does not steal work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from coinfer.cost import terms
 from coinfer.cost.evaluate import evaluate
 from coinfer.errors import UserInputError
+from coinfer.graph import Graph
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Problem
 from coinfer.solve.tiled_ranges import (
@@ -38,6 +41,18 @@ from coinfer.solve.tiled_ranges import (
     tileable_segments,
     tiled_plan,
 )
+
+
+def _alone_s(problem: Problem, start: int, stop: int, device: str) -> float:
+    """The range on `device` alone: its input sent there from the origin, then computed."""
+    graph, origin = problem.graph, problem.origin
+    sent = 0.0 if device == origin else terms.transfer_time_s(
+        problem.cluster.link(origin, device), graph.tensor_bytes(_input_of(graph, start)))
+    return sent + range_time_s(problem, start, stop, device)
+
+
+def _input_of(graph: Graph, start: int) -> str:
+    return graph.inputs[0].name if start == 0 else graph.nodes[start - 1].id
 
 
 def ftp(problem: Problem, grids: Sequence[tuple[int, int]] = GRIDS) -> Plan:
@@ -66,7 +81,7 @@ def ftp(problem: Problem, grids: Sequence[tuple[int, int]] = GRIDS) -> Plan:
         consider(all_on(graph, device, "ftp"))
     for stop in range_ends(graph, segment, segment.start):
         tile_devices = reachable_tile_devices(problem, origin, origin)
-        fastest = sorted(tile_devices, key=lambda d: range_time_s(problem, segment.start, stop, d))
+        fastest = sorted(tile_devices, key=lambda d: _alone_s(problem, segment.start, stop, d))
         for k in range(1, len(fastest) + 1):
             chosen = tuple(fastest[:k])
             for gather in dict.fromkeys([origin, chosen[0]]):
