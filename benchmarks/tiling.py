@@ -1,11 +1,14 @@
-"""Predicted figures of fused spatial tiling (issue 15): speed-up, bytes moved, memory, redundant overlap.
+"""Spatial tiling (issue 15): speed-up, bytes moved, memory, redundant overlap; predicted, and measured with --measure.
 
-What it measures: nothing is run tile by tile here. Every figure is PREDICTED by the cost model of
+Without flags every figure is PREDICTED by the cost model of
 `coinfer.cost.tiled_stage` (each tile's compute proportional to the output positions it computes, halo
 overlap included; scatter and gather messages over the links actually used, scheduled as FIFO
 resources; memory = the range's weights + the largest working set of one node on one tile), from
 node times that `coinfer.profile.resolve` predicts for a catalogued Raspberry Pi 4B (the catalog's
-sustained PyTorch speed). The runtime does not run tiled stages yet, so there is no measured column.
+sustained PyTorch speed). `--solvers` adds the tiling solvers against the layer-only ones on the
+camera-edge-cloud preset, D3's claims and CoEdge under deadlines (benchmarks/tiling_solvers.py,
+predicted); `--measure` runs the tiled plans on local workers: emulated Pis, real parallelism on two
+workers, and memory per worker (benchmarks/tiling_runs.py; its docstring says how).
 
 Models and ranges (batch 1, float32, random weights; the figures depend on shapes only):
 * VGG16's features (torchvision:vgg16 at 224 x 224): features.0..features.30, up to the avgpool;
@@ -30,7 +33,7 @@ A layer-only plan cannot beat one device here: the devices are identical and a r
 run one after another, so every cut only adds a transfer (cost.evaluate's model); the speed-up over
 one device is also the speed-up over the best layer-only plan.
 
-    .venv/bin/python benchmarks/tiling.py
+    .venv/bin/python benchmarks/tiling.py [--solvers] [--measure]
 """
 
 from __future__ import annotations

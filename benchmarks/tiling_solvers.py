@@ -108,7 +108,8 @@ def _coedge_rows(cluster: Cluster, tightness: float) -> list[list[str]]:
                           edges, (len(edges), 1), edges[0], "halo", after=edges[0])
         for name, plan in (("coedge", solve(problem, solver="coedge")), ("even halo strips on the edge", even)):
             b = evaluate(plan, problem)
-            rows.append([cluster.name, label, f"{deadline * 1e3:.0f}", name, f"{b.latency_s * 1e3:.1f}", f"{b.energy_j:.3f}",
+            rows.append([cluster.name, label, f"{deadline * 1e3:.0f}", name, f"{b.latency_s * 1e3:.1f}",
+                         f"{b.energy_j:.3f}",
                          "yes" if b.feasible else "NO", f"`{str(plan)[:90]}`"])
     return rows
 

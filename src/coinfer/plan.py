@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from coinfer.codec_model import NO_CODEC, Codec
 from coinfer.errors import PlanError
@@ -225,7 +226,7 @@ def parse_plan(text: str, graph: Graph, devices: tuple[str, ...]) -> Plan:
     placement: dict[str, str] = {}
     standbys: dict[str, tuple[str, ...]] = {}
     tilings: list[Tiling] = []
-    open_gathers: list[dict] = []  # tiled stages without '>': their gather is who reads them next
+    open_gathers: list[dict[str, Any]] = []  # tiled stages without '>': their gather is who reads them next
     for segment in (s.strip() for s in text.split("|")):
         span, at, where = segment.rpartition("@")
         if not at or not span:

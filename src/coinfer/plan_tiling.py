@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from coinfer.errors import PlanError
 
@@ -118,7 +118,7 @@ def is_tile_spec(text: str) -> bool:
     return text.strip().startswith(SPEC_PREFIX.rstrip("["))
 
 
-def parse_tile_spec(text: str, first: str, last: str, devices: tuple[str, ...]) -> tuple[Tiling | None, dict]:
+def parse_tile_spec(text: str, first: str, last: str, devices: tuple[str, ...]) -> tuple[Tiling | None, dict[str, Any]]:
     """Read `tiles[GRID,MODE](DEVICES)>GATHER` for the range first..last.
 
     Returns the Tiling, or (None, fields) when `>GATHER` is left out: the caller fills the gather
@@ -129,7 +129,7 @@ def parse_tile_spec(text: str, first: str, last: str, devices: tuple[str, ...]) 
         raise PlanError(f"{where}: {text!r} should look like 'tiles[2x2,fused](dev1,dev2,dev3,dev4)>dev1' "
                         "(grid RxC, sizes rows=A:B and cols=C:D; mode fused or halo; one device per tile; '>' the "
                         "device that stitches the tiles)")
-    fields: dict = {"mode": "fused"}
+    fields: dict[str, Any] = {"mode": "fused"}
     for item in (i.strip() for i in match["grid"].split(",") if i.strip()):
         grid, sizes = _GRID.match(item), _SIZES.match(item)
         if item in MODES:
@@ -156,5 +156,5 @@ def parse_tile_spec(text: str, first: str, last: str, devices: tuple[str, ...]) 
     return Tiling(gather=gather, **fields), fields
 
 
-def tiling_with_gather(fields: dict, gather: str) -> Tiling:
+def tiling_with_gather(fields: dict[str, Any], gather: str) -> Tiling:
     return Tiling(gather=gather, **fields)

@@ -87,8 +87,44 @@ def test_halo_exchange_plans_of_the_held_back_model_equal_the_unpartitioned_mode
     ("python:tests.tiling.tiling_models:vgg16_features", None,
      "features.0..features.16@tiles[3x1,rows=4:4:4,fused](b,c,a)>b | features.17..features.30@c"),
     ("python:tests.tiling.tiling_models:vgg16_features", None, "features.0..features.30@tiles[2x2,halo](a,b,c,a)>c"),
+    ("python:benchmarks.tiling_models:darknet16", None, "layers.0.0..layers.15.2@tiles[2x2,fused](b,c,a,b)>a"),
+    ("python:benchmarks.tiling_models:darknet16", None, "layers.0.0..layers.7@a | layers.8.0..layers.15.2@tiles["
+                                                         "3x1,rows=10:8:8,halo](c,b,a)>b"),
 ])
 def test_tiled_plans_of_real_models_equal_the_unpartitioned_model(spec: str, shape: tuple[int, ...] | None, text: str,
                                                                   full_size_workers: LocalWorkers) -> None:
     graph = captured(spec, input_shape=shape) if shape else captured(spec)
     assert_lossless(run_tiled(graph, text, full_size_workers, 320 + len(text)))
+
+
+@pytest.mark.slow
+def test_a_killed_tile_worker_costs_a_re_route_never_a_request(held_back: Graph) -> None:
+    from coinfer.runtime.delivery import run_requests
+    from coinfer.runtime.deploy import deploy
+    from coinfer.runtime.recovery import Recovery
+    from coinfer.runtime.reference import reference_outputs
+    from coinfer.runtime.verify import Comparison
+    from coinfer.runtime.watchdog import Watchdog
+    from tests.runtime.test_failures import after_answers
+
+    problem = make_problem(held_back, cluster_from_dict(THREE, "three.yaml"))
+    plan = parse_plan("stem.0..down@tiles[2x2,halo](b,c,b,c)>a | adaptive_avg_pool2d..head@a", held_back, DEVICES)
+    x = example_inputs(held_back, seed=4)
+    expected = reference_outputs(held_back, x, 1)
+    options = RunOptions(plan_version=1, timeout_s=30)
+    with LocalWorkers(DEVICES) as workers, workers.client(timeout_s=10) as client:
+        outputs = tuple(deploy(client, plan, problem, workers.endpoint, options)["a"]["results"])
+        with Watchdog(client.control_connection, DEVICES, down_after_s=0.5) as watchdog:
+            recovery = Recovery(client, plan, problem, workers.endpoint, options, watchdog)
+            assert [d for d, _ in recovery.failovers(plan)] == ["b", "c"]  # each tile device's loss is prepared
+            recovery.prepare_standbys()
+            outcomes = run_requests(client, "a", recovery.version, outputs, lambda _: x, 40, 3, 30.0,
+                                    on_done=after_answers(8, lambda: workers.kill("c")), rerouter=recovery)
+    assert sorted(o.request_id for o in outcomes) == list(range(1, 41))
+    assert all(o.ok for o in outcomes), [o.errors for o in outcomes if not o.ok][:2]
+    comparison = Comparison()
+    for o in outcomes:
+        comparison.add(o.outputs, expected, f"request {o.request_id}")
+    assert comparison.ok and comparison.compared == 40, comparison.report()
+    # c's tiles moved to b: the grid and mode stay, no re-solve
+    assert recovery.current.tilings[0].devices == ("b", "b", "b", "b") and "c" not in recovery.current.devices_used

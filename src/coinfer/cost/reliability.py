@@ -41,10 +41,12 @@ def reliability(plan: Plan, problem: Problem, tiled_links: Sequence[tuple[str, s
         tiled = {i for i, s in enumerate(stages) if s.tiling}
         flows = frozenset((a, b) for a, b in flows if b not in tiled)  # the scatter is in tiled_links
         tile_devices = {d for s in stages for d in s.compute_devices}
-        r = math.prod(1.0 - problem.cluster.device(d).failure_probability for d in tile_devices - {
-            s.device for s in stages})
+        r = math.prod([1.0 - problem.cluster.device(d).failure_probability for d in tile_devices - {
+            s.device for s in stages}])
         links = set(tiled_links) - links_used([s.device for s in stages], flows, problem.origin)
-        r *= math.prod(1.0 - problem.cluster.link(a, b).failure_probability for a, b in links)
+        for a, b in links:  # a tiled stage's links exist: tiled_stage_cost refused it otherwise
+            link = problem.cluster.link(a, b)
+            r *= 1.0 - (link.failure_probability if link is not None else 1.0)
         stages = tuple(Stage(s.device, s.node_ids, s.standbys) for s in stages)
         if not plan.has_standbys:
             return r * plain_reliability([s.device for s in stages], flows, problem)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coinfer.capture.weights import with_weights
 from coinfer.cost import evaluate
@@ -25,6 +25,9 @@ from coinfer.problem import Problem
 from coinfer.runtime.client import Client
 from coinfer.runtime.options import ClientAddress, Endpoint, Progress, RunOptions
 from coinfer.runtime.packaging import DevicePackage, Packager, packager_for
+
+if TYPE_CHECKING:
+    from coinfer.runtime.packaging.tiled_program import LoweredPlan
 from coinfer.runtime.routing import DeviceRoute, route
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,13 @@ def lowered_for_run(plan: Plan, problem: Problem, packager: Packager,
                     micro_batch: int = 1) -> tuple[Plan, Problem, Packager]:
     """A plan with tiled stages as the runtime runs it: the ordinary plan and problem over the expanded
     program (coinfer.runtime.packaging.tiled_program), and a packager of that program."""
+    lowered, lowered_packager = lowering(plan, problem, packager, micro_batch)
+    return lowered.plan, lowered.problem, lowered_packager
+
+
+def lowering(plan: Plan, problem: Problem, packager: Packager,
+             micro_batch: int = 1) -> tuple[LoweredPlan, Packager]:
+    """`lowered_for_run`, with the lowered plan's sections (which expanded nodes each tiled stage became)."""
     from coinfer.runtime.packaging.tiled_program import lower_tilings
 
     if micro_batch != 1:
@@ -66,7 +76,7 @@ def lowered_for_run(plan: Plan, problem: Problem, packager: Packager,
         while len(_LOWERED) >= 2:
             _LOWERED.pop(next(iter(_LOWERED)))
         _LOWERED[key] = Packager.of_program(problem.graph, lowered.program)  # its weights hashed once
-    return lowered.plan, lowered.problem, _LOWERED[key]
+    return lowered, _LOWERED[key]
 
 
 _LOWERED: dict[tuple[int, str], Packager] = {}

@@ -134,7 +134,7 @@ class Recovery:
         out = []
         for device in plan.devices_used:
             moved = plan.failover({device}) if device != self.problem.origin else None
-            if moved is not None and moved.placement != plan.placement:
+            if moved is not None and (moved.placement != plan.placement or moved.tilings != plan.tilings):
                 out.append((device, moved))
         return out
 

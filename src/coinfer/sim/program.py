@@ -8,12 +8,18 @@ stages of one request in plan order (as the runtime does, coinfer.runtime.routin
 
 `serial_steps` is the cost model's own order: every stage and hop of a request one after another
 (L = L_c + L_t), each hop right after the stage that produced its value, the results last.
+
+A plan with tiled stages is simulated as the runtime runs it: lowered to crop, tile, halo and stitch
+stages over the expanded graph (coinfer.runtime.packaging.tiled_program), each tile a stage on its
+device and each crop, halo and output tile a hop. Each tiled stage is a *section* of the program:
+in the serial order it is one step, within which its stages and hops run in dataflow order (tiles
+in parallel, each message on its link), as cost.evaluate prices a tiled stage by its schedule.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from coinfer.cost.breakdown import Transfer
 from coinfer.cost.evaluate import list_transfers
@@ -45,8 +51,16 @@ class SimHop:
 
 @dataclass(frozen=True)
 class Step:
-    kind: Literal["stage", "hop"]
+    kind: Literal["stage", "hop", "section"]
     index: int
+
+
+@dataclass(frozen=True)
+class Section:
+    """The stages and hops a tiled stage became, run in dataflow order as one serial step."""
+
+    stages: frozenset[int]
+    hops: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -60,10 +74,14 @@ class Program:
     previous_on_device: tuple[int, ...]  # the stage before it on its device, INPUT_STAGE for none
     result_hops: tuple[int, ...]
     serial_steps: tuple[Step, ...]
+    sections: tuple[Section, ...] = ()
 
 
 def compile_plan(plan: Plan, problem: Problem) -> Program:
     """The program of one request under `plan` (see the module docstring)."""
+    original, node_sections = plan, cast("tuple[frozenset[str], ...]", ())
+    if plan.tilings:
+        plan, problem, node_sections = _lowered(plan, problem)
     stages = tuple(SimStage(i, s.device, s.node_ids, sum(problem.node_time_s[s.device][n] for n in s.node_ids))
                    for i, s in enumerate(plan.stages))
     stage_of = {n: s.index for s in stages for n in s.node_ids}
@@ -89,15 +107,43 @@ def compile_plan(plan: Plan, problem: Problem) -> Program:
     for stage in stages:
         previous.append(last_on.get(stage.device, INPUT_STAGE))
         last_on[stage.device] = stage.index
-    return Program(plan, stages, hops, tuple(needs), tuple(previous),
-                   tuple(h.index for h in hops if h.transfer.is_result), _serial(stages, hops))
+    sections = tuple(_section(ids, stages, hops) for ids in node_sections)
+    return Program(original, stages, hops, tuple(needs), tuple(previous),
+                   tuple(h.index for h in hops if h.transfer.is_result), _serial(stages, hops, sections), sections)
 
 
-def _serial(stages: tuple[SimStage, ...], hops: tuple[SimHop, ...]) -> tuple[Step, ...]:
+def _lowered(plan: Plan, problem: Problem) -> tuple[Plan, Problem, tuple[frozenset[str], ...]]:
+    # the runtime's lowering, so the simulator and the workers run the same stages and hops
+    from coinfer.runtime.deploy import lowering
+    from coinfer.runtime.packaging import packager_for
+
+    lowered, _ = lowering(plan, problem, packager_for(problem.graph))
+    return lowered.plan, lowered.problem, lowered.sections
+
+
+def _section(node_ids: frozenset[str], stages: tuple[SimStage, ...], hops: tuple[SimHop, ...]) -> Section:
+    inside = frozenset(s.index for s in stages if set(s.node_ids) <= node_ids)
+    stitch = max(inside)  # the last stage of the section stitches; what it sends belongs to the plan
+    return Section(inside, frozenset(h.index for h in hops if h.after in inside - {stitch}
+                                     and not h.transfer.is_result))
+
+
+def _serial(stages: tuple[SimStage, ...], hops: tuple[SimHop, ...],
+            sections: tuple[Section, ...] = ()) -> tuple[Step, ...]:
+    section_of = {i: k for k, sec in enumerate(sections) for i in sec.stages}
+    in_section = {h for sec in sections for h in sec.hops}
     steps = [Step("hop", h.index) for h in hops if h.after == INPUT_STAGE and not h.transfer.is_result]
     for stage in stages:
-        steps.append(Step("stage", stage.index))
-        steps += [Step("hop", h.index) for h in hops if h.after == stage.index and not h.transfer.is_result]
+        if stage.index in section_of:
+            k = section_of[stage.index]
+            if stage.index == min(sections[k].stages):
+                steps.append(Step("section", k))
+            if stage.index != max(sections[k].stages):
+                continue
+        else:
+            steps.append(Step("stage", stage.index))
+        steps += [Step("hop", h.index) for h in hops if h.after == stage.index and not h.transfer.is_result
+                  and h.index not in in_section]
     steps += [Step("hop", h.index) for h in hops if h.transfer.is_result]
     return tuple(steps)
 

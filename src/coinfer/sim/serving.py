@@ -2,8 +2,9 @@
 
 Two orders of execution within a request (`Execution`):
 - "serial" (the default) is the cost model's: every stage and hop of a request one after another
-  (`Program.serial_steps`), so with one request in flight the simulated latency is
-  `cost.evaluate(plan, problem).latency_s`. Requests still overlap each other: with many in
+  (`Program.serial_steps`; a tiled stage is one step, its tiles in parallel within it), so with one
+  request in flight the simulated latency is `cost.evaluate(plan, problem).latency_s` (for a tiled
+  stage, up to the order in which its messages queue on a link). Requests still overlap each other: with many in
   flight a plan pipelines, and its throughput tends to 1 / `bottleneck_s`.
 - "dataflow" is the runtime's (coinfer.runtime.routing): a stage starts when every value it reads
   has arrived on its device and the request's previous stage there has ended; a value leaves as
@@ -91,13 +92,25 @@ class Server:
         for step in program.serial_steps:
             if step.kind == "stage":
                 yield from self._stage(program.stages[step.index], trail)
-            else:
+            elif step.kind == "hop":
                 yield from self._hop(program.hops[step.index], trail)
+            else:  # a tiled stage: its tiles in parallel, as the runtime runs them
+                section = program.sections[step.index]
+                yield from self._dataflow(program, trail, section.stages, section.hops)
 
-    def _dataflow(self, program: Program, trail: _Trail) -> Process:
+    def _dataflow(self, program: Program, trail: _Trail, only_stages: frozenset[int] | None = None,
+                  only_hops: frozenset[int] | None = None) -> Process:
+        """The request's stages and hops in dataflow order; with `only_*`, just those (what they wait
+        for outside them is done: a serial run reached them in order)."""
         env = self.env
         stage_done = [env.event() for _ in program.stages]
         hop_done = [env.event() for _ in program.hops]
+        chosen_stages = [s for s in program.stages if only_stages is None or s.index in only_stages]
+        chosen_hops = [h for h in program.hops if only_hops is None or h.index in only_hops]
+        if only_stages is not None:
+            for event in (*(stage_done[i] for i in range(len(stage_done)) if i not in only_stages),
+                          *(hop_done[i] for i in range(len(hop_done)) if only_hops is None or i not in only_hops)):
+                event.succeed()
 
         def run_stage(stage: SimStage) -> Process:
             before = [hop_done[h] for h in program.needs[stage.index]]
@@ -115,11 +128,12 @@ class Server:
 
         # Hops are started in list order, so hops leaving at the same moment over one link queue
         # in the order the cost model lists them.
-        for hop in program.hops:
+        for hop in chosen_hops:
             env.process(run_hop(hop))
-        for stage in program.stages:
+        for stage in chosen_stages:
             env.process(run_stage(stage))
-        yield env.all_of([*stage_done, *(hop_done[h] for h in program.result_hops)])
+        results = program.result_hops if only_stages is None else ()
+        yield env.all_of([*(stage_done[s.index] for s in chosen_stages), *(hop_done[h] for h in results)])
 
     def _stage(self, stage: SimStage, trail: _Trail) -> Process:
         device = self.problem.cluster.device(stage.device)

@@ -69,7 +69,8 @@ class LinearModel:
 
     def time_s(self, rows: Sequence[int]) -> np.ndarray:
         r = np.asarray(rows, dtype=float)
-        return self.time_per_share_s * r / self.rows + self.time_fixed_s * (r > 0)
+        out: np.ndarray = self.time_per_share_s * r / self.rows + self.time_fixed_s * (r > 0)
+        return out
 
     def energy_j(self, rows: Sequence[int]) -> float:
         r = np.asarray(rows, dtype=float)
@@ -238,6 +239,6 @@ def _channels(shape: tuple[int, ...] | None) -> int:
 
 
 def _slowest_link(problem: Problem, device: str, devices: Sequence[str]) -> Link | None:
-    links = [problem.cluster.link(device, other) for other in devices if other != device]
-    links = [lk for lk in links if lk is not None]
+    links = [lk for other in devices if other != device
+             if (lk := problem.cluster.link(device, other)) is not None]
     return min(links, key=lambda lk: lk.bytes_per_s) if links else None

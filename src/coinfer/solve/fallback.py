@@ -19,8 +19,14 @@ def replacement_plan(plan: Plan, problem: Problem) -> Plan:
     """The plan to serve `problem` with (a cluster that lost devices or links): `plan`'s own solver's
     result when feasible, else the first feasible of FALLBACK_SOLVERS, else the first that needs no
     missing link (it may break a deadline or a memory limit: serving late beats not serving), else
-    everything on the origin, which sends nothing."""
+    everything on the origin, which sends nothing. A plan with tiled stages first tries its own
+    failover (`Plan.failover`: a lost device's tiles go to the other tile devices, no re-solve)."""
     from coinfer.solve import SOLVERS
+
+    lost = [d for d in plan.devices_used if d not in problem.cluster.device_names]
+    moved = plan.failover(lost) if plan.tilings and lost else None
+    if moved is not None and not evaluate(moved, problem).violations:
+        return moved
 
     names = [plan.solver] if plan.solver in SOLVERS else []
     names += [n for n in FALLBACK_SOLVERS if n not in names]

@@ -49,8 +49,8 @@ def cut_points(graph: Graph) -> tuple[int, ...]:
     for i, node in enumerate(graph.nodes):
         for v in node.inputs:
             last_use[v] = i
-    for out in graph.outputs:
-        last_use[out] = n
+    for output in graph.outputs:
+        last_use[output] = n
     born = {node.id: i for i, node in enumerate(graph.nodes)}
     born.update({gi.name: -1 for gi in graph.inputs})
     # live[i]: values born at or before i and read after i
@@ -60,14 +60,14 @@ def cut_points(graph: Graph) -> tuple[int, ...]:
         if value in born and end > born[value]:
             opens[born[value]] = opens.get(born[value], 0) + 1
             closes[end] = closes.get(end, 0) + 1
-    out = []
+    cuts: list[int] = []
     live = 0
     for i in range(-1, n - 1):
         live += opens.get(i, 0) - closes.get(i, 0)
-        value = graph.inputs[0].name if i == -1 else graph.nodes[i].id
-        if live == 1 and last_use.get(value, -2) > i and (i >= 0 or len(graph.inputs) == 1):
-            out.append(i)
-    return tuple(out)
+        name = graph.inputs[0].name if i == -1 else graph.nodes[i].id
+        if live == 1 and last_use.get(name, -2) > i and (i >= 0 or len(graph.inputs) == 1):
+            cuts.append(i)
+    return tuple(cuts)
 
 
 def tileable_segments(graph: Graph) -> tuple[Segment, ...]:

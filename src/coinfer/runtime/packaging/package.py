@@ -52,17 +52,20 @@ class Packager:
     def __init__(self, graph: Graph, micro_batch: int = 1, program: TorchProgram | None = None) -> None:
         assert graph.source is not None
         self.kind = "onnx" if graph.source.spec.startswith("onnx:") else "torch"
+        self.index: ProgramIndex
+        self._tensors: Mapping[str, Any]
+        make: Callable[[Any], bytes]
         if program is not None:
             self.torch = program
             self.index = program.index
             self._tensors = program.tensors
-            make: Callable[[Any], bytes] = tensor_blob
+            make = tensor_blob
         elif self.kind == "onnx":
             from coinfer.runtime.packaging.onnx_program import OnnxProgram
 
             self.onnx = OnnxProgram(graph, micro_batch)
-            self.index: ProgramIndex = self.onnx.index
-            self._tensors: Mapping[str, Any] = self.onnx.tensors
+            self.index = self.onnx.index
+            self._tensors = self.onnx.tensors
             make = array_blob
         else:
             from coinfer.runtime.packaging.torch_program import torch_program

@@ -49,6 +49,7 @@ class LoweredPlan:
     plan: Plan
     problem: Problem
     program: TorchProgram
+    sections: tuple[frozenset[str], ...]  # per tiled stage, the expanded nodes it became (its stitch included)
 
 
 def lower_tilings(plan: Plan, problem: Problem, program: TorchProgram) -> LoweredPlan:
@@ -63,6 +64,7 @@ def lower_tilings(plan: Plan, problem: Problem, program: TorchProgram) -> Lowere
     specs, calls, reads = dict(program.index.specs), dict(program.calls), dict(program.reads)
     placement, starts = dict(plan.placement), set(plan.stage_starts)
     times = {d: dict(t) for d, t in problem.node_time_s.items()}
+    sections = []
     for tiling in plan.tilings:
         spatial = cached_spatial_range(graph, tiling.first, tiling.last)
         ctx = context(plan, problem, tiling, spatial, fx_nodes, placeholders, program)
@@ -86,6 +88,10 @@ def lower_tilings(plan: Plan, problem: Problem, program: TorchProgram) -> Lowere
                 device_times.pop(node_id, None)
         placement.update(piece.placement)
         starts.update(piece.starts)
+        sections.append(frozenset(n.id for n in piece.nodes))
+        stop = graph.index[tiling.last]
+        if stop + 1 < len(graph.nodes):  # the stitch is a stage of its own: the sections' end
+            starts.add(graph.nodes[stop + 1].id)
         for device, device_times in times.items():
             device_times.update(piece.times[device])
     expanded = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs, graph.granularity, graph.source)
@@ -93,7 +99,7 @@ def lower_tilings(plan: Plan, problem: Problem, program: TorchProgram) -> Lowere
     lowered = Plan(expanded, placement, plan.solver, None, plan.codecs, dict(plan.standbys),
                    stage_starts=frozenset(starts))
     return LoweredPlan(lowered, replace(problem, graph=expanded, node_time_s=times),
-                       TorchProgram(index, calls, reads, program.tensors))
+                       TorchProgram(index, calls, reads, program.tensors), tuple(sections))
 
 
 def _lower_fused(ctx: Context, scatter: str) -> Piece:
