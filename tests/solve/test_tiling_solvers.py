@@ -126,3 +126,17 @@ def test_a_hand_written_graph_is_refused_with_what_to_use(name: str, toy_problem
     with pytest.raises(UserInputError, match=r"layer solver \(hpa, dads, ilp\)"):
         SOLVERS[name](toy_problem)
     assert SOLVERS["vsm"](toy_problem).tilings == ()  # vsm falls back to its HPA plan
+
+
+def test_standbys_go_only_to_untiled_stages(held_back: Graph) -> None:
+    from coinfer.api import plan as solve
+
+    doc = {**SMALL, "devices": {name: {**spec, "failure_probability": 0.01} for name, spec in SMALL["devices"].items()}}
+    doc["devices"]["a"]["failure_probability"] = 0.0
+    problem = make_problem(held_back, cluster_from_dict(doc, "small.yaml"), min_reliability=0.98)
+    plan = solve(problem, solver="ftp")
+    assert plan.tilings, "the plan should still tile"
+    b = evaluate(plan, problem)
+    assert b.feasible and b.reliability >= 0.98
+    tiled = {n for s in plan.stages if s.tiling for n in s.node_ids}
+    assert not any(plan.standbys.get(n) for n in tiled)

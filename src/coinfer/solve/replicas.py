@@ -106,7 +106,8 @@ def _one_more(plan: Plan, problem: Problem) -> Iterator[tuple[Plan, int]]:
     every stage that lacks that device (two stages that fail together, because their devices do,
     are only helped by one standby for both at once)."""
     devices = problem.cluster.device_names
-    stages = [s for s in plan.stages if len(s.standbys) < MAX_STANDBYS_PER_STAGE]
+    # a tiled stage takes no standby: a lost tile device's tiles move to the others (Plan.failover)
+    stages = [s for s in plan.stages if len(s.standbys) < MAX_STANDBYS_PER_STAGE and s.tiling is None]
     for device in devices:
         lacking = [s for s in stages if device not in s.replicas]
         moves = [[s] for s in lacking] + ([lacking] if len(lacking) > 1 else [])
