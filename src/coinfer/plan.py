@@ -30,7 +30,7 @@ from typing import Any
 from coinfer.codec_model import NO_CODEC, Codec
 from coinfer.errors import PlanError
 from coinfer.graph import Graph
-from coinfer.plan_tiling import Tiling, is_tile_spec, parse_tile_spec, tiling_with_gather
+from coinfer.plan_tiling import Tiling, check_tilings, is_tile_spec, parse_tile_spec, tiling_with_gather
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Plan:
                                 "standby must be another device (a replica on its own primary survives nothing)")
             if len(set(standby)) != len(standby):
                 raise PlanError(f"node {node_id!r} names a standby twice: {'+'.join(standby)}")
-        self._check_tilings()
+        check_tilings(self.graph, self.placement, self.standbys, self.tilings)
         strays = sorted(n for n in self.stage_starts if n not in self.graph.index)
         if strays:
             raise PlanError(f"the plan starts stages at unknown node(s) {strays[:3]}")
@@ -110,31 +110,6 @@ class Plan:
         if loops:
             raise PlanError(f"codecs name link(s) {loops} from a device to itself; a codec belongs to a link "
                             f"between two different devices")
-
-    def _check_tilings(self) -> None:
-        taken: dict[str, Tiling] = {}
-        for tiling in self.tilings:
-            where = f"tiled stage {tiling.first}..{tiling.last}"
-            for end in (tiling.first, tiling.last):
-                if end not in self.graph.index:
-                    raise PlanError(f"{where}: graph {self.graph.name!r} has no node {end!r}")
-            start, stop = self.graph.index[tiling.first], self.graph.index[tiling.last]
-            if stop < start:
-                raise PlanError(f"{where}: {tiling.last!r} comes before {tiling.first!r} in topological order")
-            for node in self.graph.nodes[start:stop + 1]:
-                if node.id in taken:
-                    raise PlanError(f"node {node.id!r} is in two tiled stages ({where} overlaps "
-                                    f"{taken[node.id].first}..{taken[node.id].last})")
-                taken[node.id] = tiling
-                if self.placement[node.id] != tiling.gather:
-                    raise PlanError(f"{where}: node {node.id!r} is placed on {self.placement[node.id]!r}, but a tiled "
-                                    f"stage's nodes are placed on its gather device {tiling.gather!r}")
-                if self.standbys.get(node.id):
-                    raise PlanError(f"{where}: node {node.id!r} has standbys; a tiled stage has none (when a tile "
-                                    "device is lost its tiles move to the other tile devices)")
-            shape = next((o.shape for o in self.graph.node(tiling.last).outputs if o.shape), None)
-            if shape is not None and len(shape) == 4:
-                tiling.check_map(shape[2], shape[3])
 
     def tiling_of(self, node_id: str) -> Tiling | None:
         """The tiled stage that computes `node_id`, if one does."""

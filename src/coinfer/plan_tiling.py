@@ -16,19 +16,21 @@ any stage. Without `>`, the gather device is the one that reads the output next 
 when the range ends the model). The *scatter* device is where the range's input is: the device
 of the node that makes it (the origin for the model input).
 
-Only the text and the graph-level checks live here; the bounds, the price and the execution of a
+Only the text and the graph-level checks (`check_tilings`) live here; the bounds, the price and the execution of a
 tiled stage are coinfer.tiling's, coinfer.cost.evaluate's and coinfer.runtime's.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from coinfer.errors import PlanError
 
 if TYPE_CHECKING:
+    from coinfer.graph import Graph
     from coinfer.tiling.geometry import TileGrid
 
 Mode = Literal["fused", "halo"]
@@ -111,6 +113,35 @@ class Tiling:
                                 f"{height}x{width} output map (every tile needs at least one position); use at most "
                                 f"{length} tile {axis}")
         self.grid(height, width)
+
+
+def check_tilings(graph: Graph, placement: Mapping[str, str], standbys: Mapping[str, tuple[str, ...]],
+                  tilings: Sequence[Tiling]) -> None:
+    """Refuse tiled stages that name unknown nodes, run backwards, overlap, are not placed on their
+    gather device, have standbys, or do not fit the output map the graph records."""
+    taken: dict[str, Tiling] = {}
+    for tiling in tilings:
+        where = f"tiled stage {tiling.first}..{tiling.last}"
+        for end in (tiling.first, tiling.last):
+            if end not in graph.index:
+                raise PlanError(f"{where}: graph {graph.name!r} has no node {end!r}")
+        start, stop = graph.index[tiling.first], graph.index[tiling.last]
+        if stop < start:
+            raise PlanError(f"{where}: {tiling.last!r} comes before {tiling.first!r} in topological order")
+        for node in graph.nodes[start:stop + 1]:
+            if node.id in taken:
+                raise PlanError(f"node {node.id!r} is in two tiled stages ({where} overlaps "
+                                f"{taken[node.id].first}..{taken[node.id].last})")
+            taken[node.id] = tiling
+            if placement[node.id] != tiling.gather:
+                raise PlanError(f"{where}: node {node.id!r} is placed on {placement[node.id]!r}, but a tiled "
+                                f"stage's nodes are placed on its gather device {tiling.gather!r}")
+            if standbys.get(node.id):
+                raise PlanError(f"{where}: node {node.id!r} has standbys; a tiled stage has none (when a tile "
+                                "device is lost its tiles move to the other tile devices)")
+        shape = next((o.shape for o in graph.node(tiling.last).outputs if o.shape), None)
+        if shape is not None and len(shape) == 4:
+            tiling.check_map(shape[2], shape[3])
 
 
 def is_tile_spec(text: str) -> bool:

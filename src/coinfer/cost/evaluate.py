@@ -90,7 +90,7 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
     for d in cluster.devices:
         cost_usd += terms.device_cost_usd(d, busy_s.get(d.name, 0.0), energy[d.name])
 
-    reliability = plan_reliability(plan, problem, tuple(use for c in tiled for use in c.link_use))
+    reliability = plan_reliability(plan, problem, tuple(pair for c in tiled for pair in c.link_use))
 
     resources = {f"device {d}": terms.effective_busy_s(cluster.device(d), s) for d, s in busy_s.items()}
     resources.update({f"link {s}->{t}": v for (s, t), v in link_busy_s.items()})
