@@ -111,6 +111,11 @@ class Plan:
             raise PlanError(f"codecs name link(s) {loops} from a device to itself; a codec belongs to a link "
                             f"between two different devices")
 
+    @property
+    def tiled_node_ids(self) -> frozenset[str]:
+        """The nodes that tiled stages compute (empty for a plan without them)."""
+        return frozenset(self._tiling_by_node)
+
     def tiling_of(self, node_id: str) -> Tiling | None:
         """The tiled stage that computes `node_id`, if one does."""
         return self._tiling_by_node.get(node_id)

@@ -55,7 +55,7 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
     graph, cluster = problem.graph, problem.cluster
     transfers = list_transfers(plan, problem)
     tiled = tiled_stage_costs(plan, problem) if plan.tilings else ()
-    tiled_nodes = {n for s in plan.stages if s.tiling for n in s.node_ids} if tiled else set()
+    tiled_nodes = plan.tiled_node_ids
     busy_s: dict[str, float] = defaultdict(float)
     for node in graph.nodes:
         if node.id not in tiled_nodes:
@@ -117,7 +117,7 @@ def list_transfers(plan: Plan, problem: Problem) -> list[Transfer]:
     where = dict(plan.placement)
     where.update({i.name: origin for i in graph.inputs})
     # a tiled stage's nodes read through its scatter (coinfer.cost.tiled_stage), not over a hop
-    tiled = {n for s in plan.stages if s.tiling for n in s.node_ids} if plan.tilings else set()
+    tiled = plan.tiled_node_ids
     hops: list[Transfer] = []
     for value in [*(i.name for i in graph.inputs), *(n.id for n in graph.nodes)]:
         readers = dict.fromkeys(where[c] for c in graph.consumers[value] if c not in tiled)
@@ -138,7 +138,7 @@ def memory_need_bytes(plan: Plan, problem: Problem,
     graph = problem.graph
     if tiled is None:
         tiled = tiled_stage_costs(plan, problem) if plan.tilings else ()
-    tiled_nodes = {n for s in plan.stages if s.tiling for n in s.node_ids} if tiled else set()
+    tiled_nodes = plan.tiled_node_ids
     params: dict[str, int] = defaultdict(int)
     working: dict[str, int] = defaultdict(int)
     for node in graph.nodes:

@@ -45,11 +45,18 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from coinfer.cluster import Link
 from coinfer.cost import terms
 from coinfer.cost.evaluate import evaluate
-from coinfer.errors import PlanError, UserInputError
+from coinfer.errors import PlanError
 from coinfer.graph import Graph
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Problem
-from coinfer.solve.tiled_ranges import range_ends, range_time_s, reachable_tile_devices, tileable_segments, tiled_plan
+from coinfer.solve.tiled_ranges import (
+    first_segment,
+    range_ends,
+    range_input,
+    range_time_s,
+    reachable_tile_devices,
+    tiled_plan,
+)
 from coinfer.tiling.bounds import SpatialRange
 from coinfer.tiling.program_ops import cached_spatial_range
 
@@ -79,11 +86,7 @@ class LinearModel:
 
 def coedge(problem: Problem) -> Plan:
     graph, origin = problem.graph, problem.origin
-    segments = tileable_segments(graph)
-    if not segments:
-        raise UserInputError(f"coedge: no range of {graph.name!r} can be tiled (it has no run of convolutions, "
-                             "pooling and activations between single feature maps)")
-    segment = segments[0]
+    segment = first_segment(graph, "coedge")
     base = dict(all_on(graph, origin).placement)
     fallback = all_on(graph, origin, "coedge")
     best: tuple[tuple[bool, float], Plan] = (_key(fallback, problem), fallback)
@@ -116,7 +119,7 @@ def linear_model(problem: Problem, start: int, stop: int, devices: Sequence[str]
     graph, cluster, origin = problem.graph, problem.cluster, problem.origin
     spatial = cached_spatial_range(graph, graph.nodes[start].id, graph.nodes[stop].id)
     height = spatial.output_size[0]
-    moved = _bytes(graph, start - 1) + _bytes(graph, stop)
+    moved = graph.tensor_bytes(range_input(graph, start)) + graph.nodes[stop].output_bytes
     halo_bytes = _halo_bytes_per_window(graph, spatial, start, stop)
     a, b, c, d = [], [], [], []
     for name in devices:
@@ -211,10 +214,6 @@ def _range_deadline(problem: Problem, model: LinearModel, start: int, stop: int)
 def _key(plan: Plan, problem: Problem) -> tuple[bool, float]:
     b = evaluate(plan, problem)
     return (False, b.energy_j) if b.feasible else (True, b.latency_s)
-
-
-def _bytes(graph: Graph, position: int) -> int:
-    return graph.inputs[0].spec.size_bytes if position < 0 else graph.nodes[position].output_bytes
 
 
 def _halo_bytes_per_window(graph: Graph, spatial: SpatialRange, start: int, stop: int) -> list[float]:

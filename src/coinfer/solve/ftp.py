@@ -25,20 +25,19 @@ from collections.abc import Sequence
 
 from coinfer.cost import terms
 from coinfer.cost.evaluate import evaluate
-from coinfer.errors import UserInputError
-from coinfer.graph import Graph
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Problem
 from coinfer.solve.tiled_ranges import (
     GRIDS,
     earliest_finish,
+    first_segment,
     fits,
     range_ends,
+    range_input,
     range_time_s,
     reachable_tile_devices,
     round_robin,
     square_grid,
-    tileable_segments,
     tiled_plan,
 )
 
@@ -47,22 +46,14 @@ def _alone_s(problem: Problem, start: int, stop: int, device: str) -> float:
     """The range on `device` alone: its input sent there from the origin, then computed."""
     graph, origin = problem.graph, problem.origin
     sent = 0.0 if device == origin else terms.transfer_time_s(
-        problem.cluster.link(origin, device), graph.tensor_bytes(_input_of(graph, start)))
+        problem.cluster.link(origin, device), graph.tensor_bytes(range_input(graph, start)))
     return sent + range_time_s(problem, start, stop, device)
-
-
-def _input_of(graph: Graph, start: int) -> str:
-    return graph.inputs[0].name if start == 0 else graph.nodes[start - 1].id
 
 
 def ftp(problem: Problem, grids: Sequence[tuple[int, int]] = GRIDS) -> Plan:
     """The search of the module docstring; `grids` are the second pass's grids."""
     graph, origin = problem.graph, problem.origin
-    segments = tileable_segments(graph)
-    if not segments:
-        raise UserInputError(f"ftp: no range of {graph.name!r} can be tiled (it has no run of convolutions, pooling "
-                             "and activations between single feature maps)")
-    segment = segments[0]
+    segment = first_segment(graph, "ftp")
     base = dict(all_on(graph, origin).placement)
     best: tuple[tuple[bool, float], Plan] | None = None
     best_tiled: tuple[tuple[bool, float], Plan] | None = None  # what the second pass refines

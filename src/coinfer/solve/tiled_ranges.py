@@ -99,6 +99,21 @@ def tileable_segments(graph: Graph) -> tuple[Segment, ...]:
     return tuple(segments)
 
 
+def first_segment(graph: Graph, solver: str) -> Segment:
+    """The model's first tileable segment, or a clear refusal naming `solver`."""
+    segments = tileable_segments(graph)
+    if not segments:
+        raise UserInputError(f"{solver}: no range of {graph.name!r} can be tiled (it has no run of convolutions, "
+                             "pooling and activations between single feature maps); use a layer solver (hpa, "
+                             "dads, ilp)")
+    return segments[0]
+
+
+def range_input(graph: Graph, start: int) -> str:
+    """The value a range starting at position `start` reads: the model input, or the node before it."""
+    return graph.inputs[0].name if start == 0 else graph.nodes[start - 1].id
+
+
 def range_ends(graph: Graph, segment: Segment, start: int) -> tuple[int, ...]:
     """The cut points of `segment` after `start` where the map has just shrunk, and the segment's end."""
     ends = []
