@@ -8,7 +8,9 @@ node times that `coinfer.profile.resolve` predicts for a catalogued Raspberry Pi
 sustained PyTorch speed). `--solvers` adds the tiling solvers against the layer-only ones on the
 camera-edge-cloud preset, D3's claims and CoEdge under deadlines (benchmarks/tiling_solvers.py,
 predicted); `--measure` runs the tiled plans on local workers: emulated Pis, real parallelism on two
-workers, and memory per worker (benchmarks/tiling_runs.py; its docstring says how).
+workers, and memory per worker (benchmarks/tiling_runs.py; its docstring says how); `--steal` runs
+DeepThings' work stealing against fixed tiles when some devices are slower than planned
+(benchmarks/tiling_stealing.py).
 
 Models and ranges (batch 1, float32, random weights; the figures depend on shapes only):
 * VGG16's features (torchvision:vgg16 at 224 x 224): features.0..features.30, up to the avgpool;
@@ -33,7 +35,7 @@ A layer-only plan cannot beat one device here: the devices are identical and a r
 run one after another, so every cut only adds a transfer (cost.evaluate's model); the speed-up over
 one device is also the speed-up over the best layer-only plan.
 
-    .venv/bin/python benchmarks/tiling.py [--solvers] [--measure]
+    .venv/bin/python benchmarks/tiling.py [--solvers] [--measure] [--steal]
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ GRID_FOR = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2)}  #
 LAN_BITS_PER_S = 100e6
 LAN_LATENCY_S = 1e-3
 CATALOG_DEVICE = "rpi4b"
+# DeepThings' own devices; slower than a Pi 4, so 4 tile workers' real compute on 2 cores stays within their times
+STEALING_DEVICE = "rpi3b"
 MB = 1e6
 
 
@@ -89,13 +93,13 @@ CASES = (
 )
 
 
-def lan(count: int) -> Cluster:
+def lan(count: int, device: str = CATALOG_DEVICE) -> Cluster:
     names = [f"pi{i}" for i in range(1, count + 1)]
     return cluster_from_dict({
-        "devices": {n: {"tier": "edge", "device": CATALOG_DEVICE, "origin": n == names[0]} for n in names},
+        "devices": {n: {"tier": "edge", "device": device, "origin": n == names[0]} for n in names},
         "links": [{"between": [a, b], "bandwidth_bits_per_s": LAN_BITS_PER_S, "latency_s": LAN_LATENCY_S}
                   for i, a in enumerate(names) for b in names[i + 1:]],
-    }, name=f"{count} x {CATALOG_DEVICE}")
+    }, name=f"{count} x {device}")
 
 
 def last_node(graph: Graph, prefix: str) -> str:
@@ -233,6 +237,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--measure", action="store_true",
                         help="also run tiled plans on local workers (emulated Pis, 2 real workers, memory; minutes)")
+    parser.add_argument("--steal", action="store_true",
+                        help="also measure work stealing against fixed tiles on slowed workers (minutes)")
     parser.add_argument("--solvers", action="store_true",
                         help="also compare the tiling solvers with the layer-only ones on camera-edge-cloud")
     args = parser.parse_args()
@@ -282,6 +288,14 @@ def main() -> None:
               f"\n\n{coedge}\n")
     if args.measure:
         measured_sections(lan)
+    if args.steal:
+        from tiling_runs import captured
+        from tiling_stealing import stealing_table
+
+        print("## Measured: work stealing (DeepThings) against fixed tiles, Darknet-19's 16 layers, 5x5 fused "
+              f"grid, a gateway and 4 emulated {STEALING_DEVICE} tile workers, some slower than planned\n")
+        print(stealing_table(captured("python:tiling_models:darknet16", None),
+                             lambda count: lan(count, STEALING_DEVICE), "layers.0.0", "layers.15.2") + "\n")
     print(f"wall time {time.perf_counter() - start_s:.0f} s")
 
 

@@ -91,6 +91,7 @@ def test_run_against_a_worker_that_is_down_names_it(plan_file, capsys) -> None: 
     (["--local", "--link-trace", "a->b=/no/trace"], "/no/trace does not exist"),
     (["--local", "--link-trace", "a->z=/no/trace"], "no link a -> z"),
     (["--workers", "a=nohost"], "should look like edge=10.0.0.2:5555"),
+    (["--local", "--steal"], "this plan has no fused tiled stage"),
 ])
 def test_run_mistakes_are_one_line_errors(plan_file, capsys, argv, words) -> None:  # type: ignore[no-untyped-def]
     assert main(["run", str(plan_file), *argv]) == 2

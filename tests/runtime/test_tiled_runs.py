@@ -26,12 +26,14 @@ def captured(spec: str, **kw: Any) -> Graph:
         return capture(spec, **kw)
 
 
-def run_tiled(graph: Graph, text: str, workers: LocalWorkers, version: int, requests: int = 2) -> dict[str, Any]:
+def run_tiled(graph: Graph, text: str, workers: LocalWorkers, version: int, requests: int = 2,
+              steal: bool = False) -> dict[str, Any]:
     problem = make_problem(graph, cluster_from_dict(THREE, "three.yaml"))
     plan = parse_plan(text, graph, DEVICES)
     assert plan.tilings, "the plan has no tiled stage"
     with workers.client(timeout_s=30) as client:
-        options = RunOptions(requests=requests, verify=True, shaping="none", plan_version=version, timeout_s=120)
+        options = RunOptions(requests=requests, verify=True, shaping="none", plan_version=version, timeout_s=120,
+                             steal=steal)
         return run_plan(plan, problem, client, workers.endpoint, options, example_inputs(graph, seed=3))
 
 
@@ -88,17 +90,23 @@ def test_halo_exchange_plans_of_the_held_back_model_equal_the_unpartitioned_mode
      "features.0..features.16@tiles[3x1,rows=4:4:4,fused](b,c,a)>b | features.17..features.30@c"),
     ("python:tests.tiling.tiling_models:vgg16_features", None, "features.0..features.30@tiles[2x2,halo](a,b,c,a)>c"),
     ("python:benchmarks.tiling_models:darknet16", None, "layers.0.0..layers.15.2@tiles[2x2,fused](b,c,a,b)>a"),
+    ("python:benchmarks.tiling_models:darknet16", None, "steal: layers.0.0..layers.15.2@tiles[3x3,fused]"
+                                                         "(b,c,a,b,c,a,b,c,a)>c"),
     ("python:benchmarks.tiling_models:darknet16", None, "layers.0.0..layers.7@a | layers.8.0..layers.15.2@tiles["
                                                          "3x1,rows=10:8:8,halo](c,b,a)>b"),
 ])
 def test_tiled_plans_of_real_models_equal_the_unpartitioned_model(spec: str, shape: tuple[int, ...] | None, text: str,
                                                                   full_size_workers: LocalWorkers) -> None:
     graph = captured(spec, input_shape=shape) if shape else captured(spec)
-    assert_lossless(run_tiled(graph, text, full_size_workers, 320 + len(text)))
+    steal = text.startswith("steal: ")
+    report = run_tiled(graph, text.removeprefix("steal: "), full_size_workers, 320 + len(text), steal=steal)
+    assert_lossless(report)
+    assert ("stealing" in report) == steal
 
 
 @pytest.mark.slow
-def test_a_killed_tile_worker_costs_a_re_route_never_a_request(held_back: Graph) -> None:
+@pytest.mark.parametrize(("mode", "steal"), [("halo", False), ("fused", True)])
+def test_a_killed_tile_worker_costs_a_re_route_never_a_request(held_back: Graph, mode: str, steal: bool) -> None:
     from coinfer.runtime.delivery import run_requests
     from coinfer.runtime.deploy import deploy
     from coinfer.runtime.recovery import Recovery
@@ -108,10 +116,10 @@ def test_a_killed_tile_worker_costs_a_re_route_never_a_request(held_back: Graph)
     from tests.runtime.test_failures import after_answers
 
     problem = make_problem(held_back, cluster_from_dict(THREE, "three.yaml"))
-    plan = parse_plan("stem.0..down@tiles[2x2,halo](b,c,b,c)>a | adaptive_avg_pool2d..head@a", held_back, DEVICES)
+    plan = parse_plan(f"stem.0..down@tiles[2x2,{mode}](b,c,b,c)>a | adaptive_avg_pool2d..head@a", held_back, DEVICES)
     x = example_inputs(held_back, seed=4)
     expected = reference_outputs(held_back, x, 1)
-    options = RunOptions(plan_version=1, timeout_s=30)
+    options = RunOptions(plan_version=1, timeout_s=30, steal=steal)
     with LocalWorkers(DEVICES) as workers, workers.client(timeout_s=10) as client:
         outputs = tuple(deploy(client, plan, problem, workers.endpoint, options)["a"]["results"])
         with Watchdog(client.control_connection, DEVICES, down_after_s=0.5) as watchdog:

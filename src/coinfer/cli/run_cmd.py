@@ -54,6 +54,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "batch along dimension 0 of every input; workers run the stages at batch K and each request's "
                    "latency is its batch's (default 1; --requests must be a multiple of K)")
     p.add_argument("--verify", action="store_true", help="compare every output with the unpartitioned model")
+    p.add_argument("--steal", action="store_true", help="work stealing (DeepThings) in fused tiled stages: the "
+                   "plan's tile assignment is where each device starts, and a device that runs out of tiles "
+                   "takes one not yet started from the device with the most left (docs/tiling.md)")
     p.add_argument("--emulate", choices=["plan", "off"], default=None,
                    help="hold each stage for the plan's predicted time on its device (default: plan with "
                    "--local, off with --workers)")
@@ -106,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError(f"{flag} must be at least 1, got {value}")
     check_divisible(args.requests, args.micro_batch, "--requests ", "--micro-batch ")
     check_recovery_arguments(args)
+    if args.steal:
+        from coinfer.runtime.deploy import check_stealable
+
+        check_stealable(plan)  # before any worker starts
     inputs = read_inputs(args.input_file, problem.graph)
     report = execute(plan, problem, args, inputs)
     if args.json:
@@ -130,7 +137,7 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
         shaping=args.shaping, traces=read_traces(args.link_trace, args.trace_speedup, problem),
         micro_batch=args.micro_batch, weights=getattr(args, "weights", None),
         recover=not args.no_recover, down_after_s=args.down_after_s,
-        telemetry=getattr(args, "save_profiles", None) is not None,
+        telemetry=getattr(args, "save_profiles", None) is not None, steal=getattr(args, "steal", False),
     )
     if options.telemetry and options.micro_batch > 1:
         raise UserInputError("--save-profiles times nodes at batch 1; drop --micro-batch")
@@ -357,6 +364,10 @@ def run_report(r: dict[str, Any]) -> str:
         if not r.get("verified", True):
             verdict = "FAILED: " + "; ".join(r.get("verify_problems") or ["nothing compared"])
         lines.append(f"\nverify: outputs vs the unpartitioned model: {verdict} (output scale {r['output_scale']:.3g})")
+    if "stealing" in r:
+        stages = ", ".join(f"{n} in the stage stitched at {stitch}" for stitch, n in r["stealing"]["by_stage"].items())
+        lines.append(f"work stealing: {r['stealing']['stolen_tiles']} tile(s) ran on another device than planned"
+                     + (f" ({stages})" if stages else ""))
     recovery = r.get("recovery") or {}
     for t in recovery.get("timeline", [])[:20]:
         moved = f" -> version {t['to_version']}: {t['plan']} ({t['deploy_s']:.2f} s)" if t["to_version"] else ""

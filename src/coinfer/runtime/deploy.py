@@ -52,16 +52,24 @@ def with_run_weights(plan: Plan, problem: Problem, options: RunOptions) -> tuple
                  tilings=plan.tilings), replace(problem, graph=graph))
 
 
-def lowered_for_run(plan: Plan, problem: Problem, packager: Packager,
-                    micro_batch: int = 1) -> tuple[Plan, Problem, Packager]:
+def lowered_for_run(plan: Plan, problem: Problem, packager: Packager, micro_batch: int = 1,
+                    steal: bool = False) -> tuple[Plan, Problem, Packager]:
     """A plan with tiled stages as the runtime runs it: the ordinary plan and problem over the expanded
-    program (coinfer.runtime.packaging.tiled_program), and a packager of that program."""
-    lowered, lowered_packager = lowering(plan, problem, packager, micro_batch)
+    program (coinfer.runtime.packaging.tiled_program), and a packager of that program. `steal`
+    pools the fused tiles for work stealing (coinfer.runtime.stealing)."""
+    lowered, lowered_packager = lowering(plan, problem, packager, micro_batch, steal)
     return lowered.plan, lowered.problem, lowered_packager
 
 
-def lowering(plan: Plan, problem: Problem, packager: Packager,
-             micro_batch: int = 1) -> tuple[LoweredPlan, Packager]:
+def check_stealable(plan: Plan) -> None:
+    """A run with work stealing needs a fused tiled stage to steal in (else the option would do nothing)."""
+    if not any(t.mode == "fused" for t in plan.tilings):
+        raise PlanError("work stealing (--steal) hands out fused tiles, and this plan has no fused tiled stage; "
+                        "tile a range with tiles[RxC,fused](...) (docs/tiling.md) or drop --steal")
+
+
+def lowering(plan: Plan, problem: Problem, packager: Packager, micro_batch: int = 1,
+             steal: bool = False) -> tuple[LoweredPlan, Packager]:
     """`lowered_for_run`, with the lowered plan's sections (which expanded nodes each tiled stage became)."""
     from coinfer.runtime.packaging.tiled_program import lower_tilings
 
@@ -70,8 +78,8 @@ def lowering(plan: Plan, problem: Problem, packager: Packager,
     if packager.kind != "torch":
         raise PlanError("tiled stages run on PyTorch programs; an ONNX model's plan cannot tile (capture the model "
                         "from PyTorch)")
-    lowered = lower_tilings(plan, problem, packager.torch)
-    key = (id(packager), str(plan))  # the program follows from the model and the plan's stages
+    lowered = lower_tilings(plan, problem, packager.torch, steal)
+    key = (id(packager), str(plan))  # the program follows from the model and the plan's stages (stealing or not)
     if key not in _LOWERED:
         while len(_LOWERED) >= 2:
             _LOWERED.pop(next(iter(_LOWERED)))
@@ -133,7 +141,7 @@ def deploy(client: Client, plan: Plan, problem: Problem, endpoint: Endpoint, opt
     once, before the first deploy of a run)."""
     packager = packager_for(problem.graph, options.micro_batch)
     if plan.tilings:
-        plan, problem, packager = lowered_for_run(plan, problem, packager, options.micro_batch)
+        plan, problem, packager = lowered_for_run(plan, problem, packager, options.micro_batch, options.steal)
     devices = taking_part(plan, problem)
     if everywhere:
         devices = tuple(dict.fromkeys([*devices, *(d for d in problem.cluster.device_names

@@ -35,3 +35,4 @@ class RunOptions:
     weights: str | Path | None = None  # a state dict to run with instead of the one the plan's graph names
     recover: bool = True  # watch the workers; re-plan around a lost device and replay its requests
     down_after_s: float = DEFAULT_DOWN_AFTER_S  # a worker silent this long is declared down (coinfer.runtime.watchdog)
+    steal: bool = False  # fused tiles handed out at run time, idle devices stealing (coinfer.runtime.stealing)

@@ -9,16 +9,22 @@ what was predicted:
 - Graph inputs enter at the origin (the client hands them to the origin's worker); the origin
   forwards them like any value it produced. Graph outputs return to the origin, which hands them
   to the client.
+
+A plan lowered for work stealing (coinfer.runtime.stealing) has pooled tiles: their stages leave
+the ordered stages of the device they were planned on; every device of the pool holds them as
+`pool_stages`, run when their crop arrives; the scatter device hands the crops out (its
+`Dispatcher`), and the gather device takes each tile's output from any device of the pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from coinfer.errors import PlanError
 from coinfer.plan import Plan
 from coinfer.runtime.program import ProgramIndex
+from coinfer.runtime.stealing import TilePool, pools_by_role, tile_pools
 
 CLIENT = "<client>"  # the sender of graph inputs and the receiver of results, as a route names it
 
@@ -49,7 +55,15 @@ class DeviceRoute:
     expects: frozenset[str]  # values other devices (or the client) send here
     sends: Mapping[str, tuple[str, ...]]  # value produced here (or entering here) -> target devices
     results: tuple[str, ...]  # graph outputs this device hands to the client (origin only)
-    senders: Mapping[str, str] = field(default_factory=dict)  # value in `expects` -> who sends it (CLIENT: the client)
+    # value in `expects` -> who may send it (CLIENT: the client); one device, or a pool's devices
+    senders: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    pool_stages: Mapping[str, RunStage] = field(default_factory=dict)  # crop value -> the pooled tile it feeds
+    pools: tuple[TilePool, ...] = ()  # the pools this device scatters, computes tiles of, or gathers
+
+    @property
+    def runnable_stages(self) -> tuple[RunStage, ...]:
+        """Every stage this device may run: its ordered stages and its pooled tiles."""
+        return (*self.stages, *self.pool_stages.values())
 
 
 def route(plan: Plan, program: ProgramIndex, origin: str) -> dict[str, DeviceRoute]:
@@ -80,17 +94,34 @@ def route(plan: Plan, program: ProgramIndex, origin: str) -> dict[str, DeviceRou
         if targets:
             sends.setdefault(source, {})[v] = tuple(sorted(targets))
     stages = _stages(plan, program, made_by)
+    single = {s.node_ids[0]: s for s in stages if len(s.node_ids) == 1}
+    pools = tile_pools(plan, made_at, {n: s.needs for n, s in single.items()},
+                       {n: s.keep for n, s in single.items()})
+    pooled: dict[str, dict[str, RunStage]] = {}  # device -> crop value -> its pooled tile's stage there
+    gathered: dict[str, dict[str, frozenset[str]]] = {}  # gather device -> tile output -> the pool's devices
+    for pool in pools:
+        for tile in pool.tiles:  # no fixed route for a pooled tile's crop and output: the dispatcher picks
+            sends.get(pool.scatter, {}).pop(tile.crop, None)
+            sends.get(tile.planned, {}).pop(tile.output, None)
+            gathered.setdefault(pool.gather, {})[tile.output] = frozenset(pool.devices)
+            for d in pool.devices:
+                pooled.setdefault(d, {})[tile.crop] = replace(single[tile.node_id], device=d)
+    moved = {t.node_id for p in pools for t in p.tiles}
+    stages = [s for s in stages if not (len(s.node_ids) == 1 and s.node_ids[0] in moved)]
     devices = dict.fromkeys([origin, *plan.devices_used])
     return {
         d: DeviceRoute(
             device=d,
             stages=tuple(s for s in stages if s.device == d),
             expects=frozenset(v for src in sends for v, ts in sends[src].items() if d in ts)
-            | (frozenset(program.graph_inputs) if d == origin else frozenset()),
+            | (frozenset(program.graph_inputs) if d == origin else frozenset()) | frozenset(gathered.get(d, {})),
             sends=sends.get(d, {}),
             results=program.outputs if d == origin else (),
-            senders={**{v: src for src in sends for v, ts in sends[src].items() if d in ts},
-                     **({v: CLIENT for v in program.graph_inputs} if d == origin else {})},
+            senders={**{v: frozenset([src]) for src in sends for v, ts in sends[src].items() if d in ts},
+                     **({v: frozenset([CLIENT]) for v in program.graph_inputs} if d == origin else {}),
+                     **gathered.get(d, {})},
+            pool_stages=pooled.get(d, {}),
+            pools=pools_by_role(pools, d),
         )
         for d in devices
     }

@@ -40,6 +40,7 @@ from coinfer.runtime.batching import (
 from coinfer.runtime.client import Client, Outcome
 from coinfer.runtime.delivery import run_requests
 from coinfer.runtime.deploy import (
+    check_stealable,
     deploy,
     deploy_with_traces_from_now,
     lowered_for_run,
@@ -68,6 +69,8 @@ def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, o
     `--verify` compares with the model holding it); `progress` hears of the weights shipped."""
     k = options.micro_batch
     check_divisible(options.requests, k)
+    if options.steal:
+        check_stealable(plan)
     plan, problem = with_run_weights(plan, problem, options)
     options = replace(options, weights=None)
     start = time.perf_counter()
@@ -91,16 +94,20 @@ def run_plan(plan: Plan, problem: Problem, client: Client, endpoint: Endpoint, o
     batched_plan, batched_problem = at_batch(plan, problem, k)
     breakdown = evaluate(batched_plan, batched_problem)
     if plan.tilings:  # the workers ran (and count stages of) the lowered plan
-        batched_plan, batched_problem, _ = lowered_for_run(plan, problem, packager_for(problem.graph))
+        batched_plan, batched_problem, _ = lowered_for_run(plan, problem, packager_for(problem.graph), 1,
+                                                           options.steal)
+    stats = _worker_stats(client, replies, version)
     report = _summary(outcomes, elapsed_s, breakdown.latency_s)
     report.update(plan=str(plan), solver=plan.solver, deploy_s=deploy_s, in_flight=options.in_flight, micro_batch=k,
                   weights=problem.graph.source.options.get("weights") if problem.graph.source else None,
                   sent_weight_bytes={d: r["sent_weight_bytes"] for d, r in replies.items()},
                   emulation="plan" if options.emulate else "off", shaping=options.shaping,
                   predicted=_predicted(breakdown, k),
-                  stages=_stages(batched_plan, batched_problem, client, replies, version),
+                  stages=_stages(batched_plan, batched_problem, stats),
                   errors=_distinct_errors(outcomes)[:10])
     report["recovery"] = _recovery_block(recovery, outcomes, client, start)
+    if options.steal:
+        report["stealing"] = _stealing_block(stats)
     if options.verify:
         report.update(_verify(problem.graph, batch, outcomes, int(replies[problem.origin]["threads"]), k))
     return report
@@ -165,20 +172,35 @@ def _summary(outcomes: list[Outcome], elapsed_s: float, predicted_s: float) -> d
     }
 
 
-def _stages(plan: Plan, problem: Problem, client: Client, replies: Mapping[str, Any],
-            version: int) -> list[dict[str, Any]]:
+def _worker_stats(client: Client, replies: Mapping[str, Any], version: int) -> dict[str, dict[str, Any]]:
+    """Each reachable worker's stats of the run's plan version (its stages' times, tiles it let be stolen)."""
+    return {d: client.check(d, {"op": "stats", "plan_version": version})
+            for d in replies if d not in client.unreachable}
+
+
+def _stages(plan: Plan, problem: Problem, stats: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per stage of the plan, predicted beside measured on its device. A stolen tile's stage ran on
+    other devices too: `runs` counts them all, `runs_by_device` says where."""
     breakdown = evaluate(plan, problem)
-    measured: dict[int, dict[str, Any]] = {}
-    for device in [d for d in replies if d not in client.unreachable]:
-        stats = client.check(device, {"op": "stats", "plan_version": version})
-        measured.update({s["index"]: s for s in stats["stages"]})
+    measured = {(device, s["index"]): s for device, st in stats.items() for s in st["stages"]}
     rows = []
     for index, (stage, cost) in enumerate(zip(plan.stages, breakdown.stages, strict=True)):
-        m = measured.get(index, {})
-        rows.append({"stage": str(stage), "device": stage.device, "predicted_compute_s": cost.compute_s,
-                     "measured_compute_s": m.get("compute_s"), "held_s": m.get("held_s"),
-                     "emulated_s": m.get("emulated_s"), "runs": m.get("runs", 0), "sent_bytes": cost.sent_bytes})
+        m = measured.get((stage.device, index), {})
+        by_device = {d: measured[(d, index)]["runs"] for d in stats if (d, index) in measured}
+        row = {"stage": str(stage), "device": stage.device, "predicted_compute_s": cost.compute_s,
+               "measured_compute_s": m.get("compute_s"), "held_s": m.get("held_s"),
+               "emulated_s": m.get("emulated_s"), "runs": sum(by_device.values()), "sent_bytes": cost.sent_bytes}
+        if set(by_device) - {stage.device}:
+            row["runs_by_device"] = by_device
+        rows.append(row)
     return rows
+
+
+def _stealing_block(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What work stealing did: per tiled stage (by the node that stitches it), the tiles its scatter
+    device handed to another device than the plan's, over every request the workers served (warm-up too)."""
+    by_stage = {stitch: n for st in stats.values() for stitch, n in st.get("stolen_tiles", {}).items()}
+    return {"stolen_tiles": sum(by_stage.values()), "by_stage": by_stage}
 
 
 def _verify(graph: Any, batch: Mapping[str, np.ndarray], outcomes: list[Outcome], threads: int,

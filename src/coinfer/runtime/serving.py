@@ -24,6 +24,7 @@ REMEMBERED_REQUESTS = 100_000  # finished request ids kept to reject late duplic
 
 Send = Callable[[str, int, str, np.ndarray], None]  # target, request id, value name, array
 RunStageFn = Callable[[RunStage, dict[str, np.ndarray]], dict[str, np.ndarray]]
+Dispatch = Callable[[int, str, np.ndarray], None]  # request id, crop value, array: to a pool's dispatcher
 
 
 @dataclass
@@ -37,8 +38,11 @@ class RequestState:
 class RequestEngine:
     """The state machine of one device under one plan version."""
 
-    def __init__(self, route: DeviceRoute, specs: dict[str, TensorSpec], send: Send, run: RunStageFn) -> None:
-        self.route, self.specs, self.send, self.run = route, specs, send, run
+    def __init__(self, route: DeviceRoute, specs: dict[str, TensorSpec], send: Send, run: RunStageFn,
+                 dispatch: Dispatch | None = None) -> None:
+        self.route, self.specs, self.send, self.run, self.dispatch = route, specs, send, run, dispatch
+        # crops of the pools this device scatters: handed to their dispatcher, which picks the device
+        self.dispatched = frozenset(t.crop for p in route.pools if p.scatter == route.device for t in p.tiles)
         self.states: dict[int, RequestState] = {}
         self.finished: set[int] = set()
         self._finished_order: deque[int] = deque()
@@ -52,9 +56,9 @@ class RequestEngine:
         """
         self._check(request_id, name, array)
         expected = self.route.senders.get(name)
-        if source is not None and expected is not None and source != expected:
+        if source is not None and expected is not None and source not in expected:
             raise WireError(f"device {self.route.device!r}: value {name!r} of request {request_id} came from "
-                            f"{source}, but the plan has {expected} send it; dropped")
+                            f"{source}, but the plan has {' or '.join(sorted(expected))} send it; dropped")
         state = self.states.setdefault(request_id, RequestState())
         state.values[name] = array
         try:
@@ -108,6 +112,8 @@ class RequestEngine:
         array = state.values[name]
         for target in self.route.sends.get(name, ()):
             self.send(target, request_id, name, array)
+        if name in self.dispatched and self.dispatch is not None:
+            self.dispatch(request_id, name, array)
         if name in self.route.results and name not in state.results_sent:
             self.send(CLIENT, request_id, name, array)
             state.results_sent.add(name)

@@ -16,7 +16,8 @@ every grid of `GRIDS` for the best tiled plan of the first (more tiles than devi
 speeds and shrink each device's working set, as DeepThings' 5x5 grids do), each with the tiles
 round-robin and as work stealing would hand them out (`earliest_finish`: each tile, in order, to
 the device that would finish it first). Not exact: L, the device sets and the assignment are a
-search over a pruned space. The assignment is fixed in the plan: the runtime does not steal work.
+search over a pruned space. The plan fixes the assignment that is priced; `coinfer run --steal`
+lets the runtime move tiles from it when a device runs slower than predicted (coinfer.runtime.stealing).
 """
 
 from __future__ import annotations

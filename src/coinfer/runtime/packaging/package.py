@@ -98,7 +98,7 @@ class Packager:
             return out
 
         if self.kind == "torch":
-            ops = [op for stage in route.stages for op in stage.ops]
+            ops = [op for stage in route.runnable_stages for op in stage.ops]
             refs = tuple(dict.fromkeys(r for op in ops for r in self.torch.reads[op]))
             program = {"kind": "torch", "index": self._index_doc, "calls": {op: self.torch.calls[op] for op in ops},
                        "weights": weights(refs)}

@@ -38,6 +38,7 @@ from coinfer.runtime.packaging.halo_program import lower_halo
 from coinfer.runtime.packaging.tile_calls import Context, Piece, context, emit_item, emit_op, refuse_empty
 from coinfer.runtime.packaging.torch_program import TorchProgram
 from coinfer.runtime.program import ProgramIndex
+from coinfer.runtime.stealing import POOLED_TILE
 from coinfer.tiling.bounds import tile_bounds
 from coinfer.tiling.program_ops import cached_program, cached_spatial_range
 
@@ -52,8 +53,12 @@ class LoweredPlan:
     sections: tuple[frozenset[str], ...]  # per tiled stage, the expanded nodes it became (its stitch included)
 
 
-def lower_tilings(plan: Plan, problem: Problem, program: TorchProgram) -> LoweredPlan:
-    """`plan`'s tiled stages rewritten as nodes of crops, tiles, halos and stitches (module docstring)."""
+def lower_tilings(plan: Plan, problem: Problem, program: TorchProgram, steal: bool = False) -> LoweredPlan:
+    """`plan`'s tiled stages rewritten as nodes of crops, tiles, halos and stitches (module docstring).
+
+    With `steal`, fused tiles are `POOLED_TILE` nodes: any device of their stage may compute them,
+    as the scatter device hands them out at run time (coinfer.runtime.stealing); halo tiles, which
+    exchange with their neighbours at every op, stay where the plan put them."""
     graph = problem.graph
     fx = cached_program(graph)
     fx_nodes = {n.name: n for n in fx.graph.nodes}
@@ -69,7 +74,7 @@ def lower_tilings(plan: Plan, problem: Problem, program: TorchProgram) -> Lowere
         spatial = cached_spatial_range(graph, tiling.first, tiling.last)
         ctx = context(plan, problem, tiling, spatial, fx_nodes, placeholders, program)
         scatter = scatter_device(plan, problem, tiling)
-        piece = lower_halo(ctx, scatter) if tiling.mode == "halo" else _lower_fused(ctx, scatter)
+        piece = lower_halo(ctx, scatter) if tiling.mode == "halo" else _lower_fused(ctx, scatter, steal)
         owned = set(piece.removed_ops)
         at = next(i for i, op in enumerate(ops) if op.name in owned)
         ops = [*ops[:at], *piece.ops, *(op for op in ops[at:] if op.name not in owned)]
@@ -102,7 +107,7 @@ def lower_tilings(plan: Plan, problem: Problem, program: TorchProgram) -> Lowere
                        TorchProgram(index, calls, reads, program.tensors), tuple(sections))
 
 
-def _lower_fused(ctx: Context, scatter: str) -> Piece:
+def _lower_fused(ctx: Context, scatter: str, steal: bool) -> Piece:
     tiling, spatial, problem = ctx.tiling, ctx.spatial, ctx.problem
     grid = tiling.grid(*spatial.output_size)
     regions = grid.tiles()
@@ -148,7 +153,8 @@ def _lower_fused(ctx: Context, scatter: str) -> Piece:
         out_spec = piece.specs[held[spatial.output][0]]
         piece.add_node(Node(tile_ids[i], (crop_ids[i],), sum(n.flops for n in ctx.range_nodes)
                             * b.computed_positions / whole_positions, out_spec.size_bytes,
-                            0 if device in weighed else sum(n.param_bytes for n in ctx.range_nodes), op="tile",
+                            0 if device in weighed else sum(n.param_bytes for n in ctx.range_nodes),
+                            op=POOLED_TILE if steal else "tile",
                             outputs=(out_spec,), module=last.module), device, {d: whole_s[d] * share for d in whole_s})
         weighed.add(device)
     # the stitch, on the gather device, under the last node's own id and its last op's value name

@@ -30,6 +30,7 @@ from coinfer.runtime.serving import RequestEngine
 from coinfer.runtime.stages import StageFailure
 from coinfer.runtime.worker.deployment import Deployment
 from coinfer.runtime.worker.outgoing import Outgoing
+from coinfer.runtime.worker.pooled_tiles import PooledTiles
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,17 @@ class Undeploy:
     plan_version: int
 
 
-Item = Arrival | Install | Cancel | Undeploy
+@dataclass(frozen=True)
+class RunTile:
+    """A pooled tile whose crop this device made and handed to itself (coinfer.runtime.stealing)."""
+
+    plan_version: int
+    request_id: int
+    crop: str
+    array: np.ndarray
+
+
+Item = Arrival | Install | Cancel | Undeploy | RunTile
 
 
 class _Idle:
@@ -97,6 +108,7 @@ class Compute:
         self.inbox: queue.Queue[Item | _Idle | None] = queue.Queue()
         self.deployments: dict[int, Deployment] = {}
         self.engines: dict[int, RequestEngine] = {}
+        self.pooled: dict[int, PooledTiles] = {}  # per plan version run with work stealing
         self.telemetry: dict[tuple[int, int], RequestTelemetry] = {}
         self.stage_times: dict[tuple[int, int], StageTimes] = {}
         self.failure: str | None = None
@@ -156,12 +168,16 @@ class Compute:
                 engine = self.engines.get(item.plan_version)
                 if engine is not None:
                     engine.drop(item.request_id)
+                if item.plan_version in self.pooled:
+                    self.pooled[item.plan_version].drop(item.request_id)
                 self.telemetry.pop((item.plan_version, item.request_id), None)
+            elif isinstance(item, RunTile):
+                self._run_tile(item)
             elif isinstance(item, Undeploy):
                 self._undeploy(item.plan_version)
         except Exception as exc:  # a bug in one item must not stop the device: report it, serve on
             log.exception("%s: handling %s failed", self.name, type(item).__name__)
-            header = item.header if isinstance(item, Arrival) else None
+            header = item.header if isinstance(item, Arrival) else item if isinstance(item, RunTile) else None
             self.report(f"{self.name} failed on {type(item).__name__.lower()}: {type(exc).__name__}: {exc}",
                         header.request_id if header else 0, header.plan_version if header else 0)
 
@@ -174,12 +190,23 @@ class Compute:
         def run(stage: RunStage, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return self._run_stage(d, stage, values)
 
+        def send_token(target: str, request_id: int, name: str, array: np.ndarray) -> None:
+            self.outgoing.send_tensor(target, version, request_id, name, array, "none")
+
+        pooled = None
+        if d.route.pool_stages or any(p.scatter == self.name for p in d.route.pools):
+            pooled = self.pooled[version] = PooledTiles(
+                d.route, d.stages.index.specs, send, send_token, run,
+                lambda rid, name, array: self._to_engine(version, rid, name, array, self.name),
+                lambda rid, crop, array: self.put(RunTile(version, rid, crop, array)))
         with self._lock:
             self.deployments[version] = d
-        self.engines[version] = RequestEngine(d.route, dict(d.stages.index.specs), send, run)
+        self.engines[version] = RequestEngine(d.route, dict(d.stages.index.specs), send, run,
+                                              pooled.offer if pooled is not None else None)
 
     def _undeploy(self, version: int) -> None:
         self.engines.pop(version, None)
+        self.pooled.pop(version, None)
         with self._lock:
             self.deployments.pop(version, None)
             for key in [k for k in self.stage_times if k[0] == version]:
@@ -190,7 +217,8 @@ class Compute:
 
     def _expire(self) -> None:
         for version, engine in self.engines.items():
-            for rid in engine.expire(REQUEST_TTL_S):
+            pooled = self.pooled.get(version)
+            for rid in [*engine.expire(REQUEST_TTL_S), *(pooled.expire(REQUEST_TTL_S) if pooled else ())]:
                 self.telemetry.pop((version, rid), None)
                 log.warning("%s: dropped request %d of plan version %d, incomplete after %.0f s", self.name, rid,
                             version, REQUEST_TTL_S)
@@ -203,30 +231,65 @@ class Compute:
                         f"{self.name} (deployed: {sorted(self.engines) or 'none'})",
                         header.request_id, header.plan_version, kind=wire.NOT_DEPLOYED)
             return
+        pooled = self.pooled.get(header.plan_version)
+        if pooled is not None and pooled.handles(header.name):
+            hop = {**a.hop, "value": header.name} if a.hop is not None else None
+            self._pooled(header.plan_version, header.request_id, hop,
+                         lambda: pooled.arrive(header.request_id, header.name, a.array, a.source))
+            return
         key = (header.plan_version, header.request_id)
-        watch = self.deployments[header.plan_version].telemetry
+        if self.deployments[header.plan_version].telemetry and a.hop is not None:
+            self.telemetry.setdefault(key, RequestTelemetry()).hops.append({**a.hop, "value": header.name})
+        self._to_engine(header.plan_version, header.request_id, header.name, a.array, a.source)
+
+    def _to_engine(self, version: int, request_id: int, name: str, array: np.ndarray, source: str | None) -> None:
+        """A value for the request engine of `version` (received, or a tile output gathered here)."""
+        key = (version, request_id)
+        watch = self.deployments[version].telemetry
+        outer = self._current
         if watch:
             self._current = self.telemetry.setdefault(key, RequestTelemetry())
-            if a.hop is not None:
-                self._current.hops.append({**a.hop, "value": header.name})
         try:
-            if engine.arrive(header.request_id, header.name, a.array, a.source) and watch:
-                self._send_telemetry(header, self.telemetry.pop(key))
+            if self.engines[version].arrive(request_id, name, array, source) and watch:
+                self._send_telemetry(version, request_id, self.telemetry.pop(key))
         except StageFailure as exc:
             self.telemetry.pop(key, None)
             self.report(f"stage on {self.name} failed at node {exc.node_id!r}: {exc.error}",
-                        header.request_id, header.plan_version, node=exc.node_id, exception=exc.error)
+                        request_id, version, node=exc.node_id, exception=exc.error)
         except WireError as exc:
             self.telemetry.pop(key, None)
-            self.report(str(exc), header.request_id, header.plan_version)
+            self.report(str(exc), request_id, version)
+        finally:
+            self._current = outer
+
+    def _run_tile(self, item: RunTile) -> None:
+        pooled = self.pooled.get(item.plan_version)
+        if pooled is not None:  # else undeployed since: nothing to do
+            self._pooled(item.plan_version, item.request_id, None,
+                         lambda: pooled.run_tile(item.request_id, item.crop, item.array))
+
+    def _pooled(self, version: int, request_id: int, hop: dict[str, Any] | None, handle: Callable[[], None]) -> None:
+        """A pooled tile's crop or token handled; its stage time (under telemetry) reported on its own,
+        since a device that only computes pooled tiles has no request state to keep it in."""
+        watch = self.deployments[version].telemetry
+        self._current = RequestTelemetry(hops=[hop] if hop else []) if watch else None
+        try:
+            handle()
+            if self._current is not None and self._current.stages:
+                self._send_telemetry(version, request_id, self._current)
+        except StageFailure as exc:
+            self.report(f"stage on {self.name} failed at node {exc.node_id!r}: {exc.error}",
+                        request_id, version, node=exc.node_id, exception=exc.error)
+        except WireError as exc:
+            self.report(str(exc), request_id, version)
         finally:
             self._current = None
 
-    def _send_telemetry(self, header: wire.Header, t: RequestTelemetry) -> None:
-        body = {"op": "telemetry", "device": self.name, "request_id": header.request_id,
-                "plan_version": header.plan_version, "stages": t.stages, "hops": t.hops,
+    def _send_telemetry(self, version: int, request_id: int, t: RequestTelemetry) -> None:
+        body = {"op": "telemetry", "device": self.name, "request_id": request_id,
+                "plan_version": version, "stages": t.stages, "hops": t.hops,
                 "inbox": self.inbox.qsize()}
-        self.outgoing.to_client(wire.Kind.CONTROL, body, header.request_id, header.plan_version)
+        self.outgoing.to_client(wire.Kind.CONTROL, body, request_id, version)
 
     def _run_stage(self, d: Deployment, stage: RunStage, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         node_s: dict[str, float] | None = {} if self._current is not None else None  # timed only under telemetry
@@ -260,6 +323,12 @@ class Compute:
             return [[version, index, statistics.median(list(t.held_s)[-RECENT_RUNS:]), t.runs]
                     for (version, index), t in sorted(self.stage_times.items()) if t.held_s]
 
+    def stolen_tiles(self, plan_version: int) -> dict[str, int]:
+        """Per pool this device scatters under `plan_version` (by stitch node), tiles handed to another
+        device than the plan's (work stealing); empty without it."""
+        pooled = self.pooled.get(plan_version)
+        return pooled.stolen if pooled is not None else {}
+
     def stage_stats(self, plan_version: int) -> list[dict[str, Any]]:
         with self._lock:
             d = self.deployments.get(plan_version)
@@ -267,7 +336,7 @@ class Compute:
             for (version, index), t in sorted(self.stage_times.items()):
                 if version != plan_version or not t.compute_s:
                     continue
-                stage = next((s for s in d.route.stages if s.index == index), None) if d else None
+                stage = next((s for s in d.route.runnable_stages if s.index == index), None) if d else None
                 rows.append({
                     "index": index, "stage": stage.label if stage else str(index), "runs": t.runs,
                     "compute_s": statistics.median(t.compute_s), "held_s": statistics.median(t.held_s),

@@ -4,7 +4,7 @@
     heartbeat  the cheap liveness answer a client's watchdog asks for several times a second, with
                each stage's recent time and how long ago each peer was last heard on the data socket
                (its links' keepalives; coinfer.runtime.watchdog)
-    stats      per stage times, per link traffic, recent errors, of one plan version
+    stats      per stage times, tiles stolen, per link traffic, recent errors, of one plan version
     deploy     step 1 of a deployment (coinfer.runtime.worker.preparing); answered by the preparer
     activate   step 3 of a deployment; answered by the preparer
     undeploy   drop a plan version (its requests, its weights once no other deployment holds them)
@@ -85,7 +85,8 @@ class Control:
     def stats(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
         version = _int(body.get("plan_version", 0), "plan_version")
         return {"ok": True, "name": self.config.name, "stages": self.compute.stage_stats(version),
-                "links": self.outgoing.stats(), "errors": self.errors()[-20:]}
+                "stolen_tiles": self.compute.stolen_tiles(version), "links": self.outgoing.stats(),
+                "errors": self.errors()[-20:]}
 
     def deploy(self, identity: Any, body: dict[str, Any]) -> dict[str, Any] | None:
         return LATER if self.preparer.offer(DeployJob(identity, body)) else _busy()

@@ -144,7 +144,8 @@ def parse_deploy(body: dict[str, Any], config: WorkerConfig) -> Pending:
         raise DeploymentError(f"deploy on {doc.device}: {exc}") from None
     mine = routes.get(doc.device) or DeviceRoute(doc.device, (), frozenset(), {}, ())
     _check_sendable(mine, index)
-    missing = sorted({t for ts in mine.sends.values() for t in ts} - set(doc.peers))
+    pool_peers = {d for p in mine.pools for d in (p.scatter, p.gather, *p.devices)} - {doc.device}
+    missing = sorted(({t for ts in mine.sends.values() for t in ts} | pool_peers) - set(doc.peers))
     if missing:
         raise DeploymentError(f"deploy on {doc.device}: no address for device(s) {missing}, which this device sends to")
     batched_plan, batched_problem = at_batch(plan, problem, doc.micro_batch)
@@ -189,13 +190,13 @@ def build_deployment(pending: Pending, loaded: Mapping[str, Any], config: Worker
         client_key=doc.client_key.encode() if doc.client_key else None,
         shapers={t: _shaper(link) for t, link in doc.links.items()}, link_docs=doc.links,
         codecs={t: str(c) for (s, t), c in codecs.items() if s == doc.device},
-        stage_time_s={st.index: sum(node_time_s[n] for n in st.node_ids) for st in mine.stages}
+        stage_time_s={st.index: sum(node_time_s[n] for n in st.node_ids) for st in mine.runnable_stages}
         if node_time_s else {}, telemetry=doc.telemetry, node_time_s=node_time_s,
     )
 
 
 def _stages(pending: Pending, loaded: Mapping[str, Any], threads: int) -> Stages:
-    program, stages = pending.doc.program, pending.route.stages
+    program, stages = pending.doc.program, pending.route.runnable_stages
     if program["kind"] == "torch":
         from coinfer.runtime.torch_stages import TorchStages
 
@@ -271,7 +272,7 @@ def _emulated_node_times(mine: DeviceRoute, problem: Problem, config: WorkerConf
             node_time_s = batched[mine.device]
     else:
         return {}
-    missing = [n for s in mine.stages for n in s.node_ids if n not in node_time_s]
+    missing = [n for s in mine.runnable_stages for n in s.node_ids if n not in node_time_s]
     if missing:
         raise PlanError(f"emulation needs a predicted time for every node on {mine.device}; {missing[:3]} have none")
-    return {n: node_time_s[n] for s in mine.stages for n in s.node_ids}
+    return {n: node_time_s[n] for s in mine.runnable_stages for n in s.node_ids}
