@@ -8,9 +8,10 @@ node times that `coinfer.profile.resolve` predicts for a catalogued Raspberry Pi
 sustained PyTorch speed). `--solvers` adds the tiling solvers against the layer-only ones on the
 camera-edge-cloud preset, D3's claims and CoEdge under deadlines (benchmarks/tiling_solvers.py,
 predicted); `--measure` runs the tiled plans on local workers: emulated Pis, real parallelism on two
-workers, and memory per worker (benchmarks/tiling_runs.py; its docstring says how); `--steal` runs
-DeepThings' work stealing against fixed tiles when some devices are slower than planned
-(benchmarks/tiling_stealing.py).
+workers, and memory per worker (benchmarks/tiling_runs.py; its docstring says how);
+`--message-cost` measures what each halo-exchange message costs the runtime beyond the link model;
+`--steal` runs DeepThings' work stealing against fixed tiles when some devices are slower than
+planned (benchmarks/tiling_stealing.py).
 
 Models and ranges (batch 1, float32, random weights; the figures depend on shapes only):
 * VGG16's features (torchvision:vgg16 at 224 x 224): features.0..features.30, up to the avgpool;
@@ -35,7 +36,7 @@ A layer-only plan cannot beat one device here: the devices are identical and a r
 run one after another, so every cut only adds a transfer (cost.evaluate's model); the speed-up over
 one device is also the speed-up over the best layer-only plan.
 
-    .venv/bin/python benchmarks/tiling.py [--solvers] [--measure] [--steal]
+    .venv/bin/python benchmarks/tiling.py [--solvers] [--measure] [--message-cost] [--steal]
 """
 
 from __future__ import annotations
@@ -237,6 +238,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--measure", action="store_true",
                         help="also run tiled plans on local workers (emulated Pis, 2 real workers, memory; minutes)")
+    parser.add_argument("--message-cost", action="store_true",
+                        help="also measure what halo exchange's messages cost the runtime beyond the model (minutes)")
     parser.add_argument("--steal", action="store_true",
                         help="also measure work stealing against fixed tiles on slowed workers (minutes)")
     parser.add_argument("--solvers", action="store_true",
@@ -288,6 +291,13 @@ def main() -> None:
               f"\n\n{coedge}\n")
     if args.measure:
         measured_sections(lan)
+    if args.message_cost:
+        from tiling_runs import captured, message_cost_table
+
+        print(f"## Measured: halo exchange's per-message runtime cost, resnet18 conv1..layer4 on emulated "
+              f"{CATALOG_DEVICE}s\n")
+        print(message_cost_table(captured("torchvision:resnet18", (1, 3, 224, 224)), lan, "conv1",
+                                 "layer4.1.relu.relu__16", "avgpool..fc", GRID_FOR) + "\n")
     if args.steal:
         from tiling_runs import captured
         from tiling_stealing import stealing_table

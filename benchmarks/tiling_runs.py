@@ -152,6 +152,27 @@ def deepthings_memory_table(graph: Graph, cluster_of: Any, first: str, last: str
                    "outputs"], rows)
 
 
+def message_cost_table(graph: Graph, cluster_of: Any, first: str, last: str, after: str | None,
+                       grid_for: dict[int, tuple[int, int]], counts: Sequence[int] = (2, 4, 6)) -> str:
+    """Halo exchange on emulated Pis: what the runtime adds beyond the prediction, per message of the stage."""
+    rows = []
+    for count in counts:
+        cluster = cluster_of(count)
+        names = cluster.device_names[:count]
+        grid = grid_for[count]
+        devices = ",".join(names[i % count] for i in range(grid[0] * grid[1]))
+        text = f"{first}..{last}@tiles[{grid[0]}x{grid[1]},halo]({devices})>{names[0]}"
+        if after:
+            text += f" | {after}@{names[0]}"
+        stage = evaluate(parse_plan(text, graph, names), make_problem(graph, cluster)).tiled_stages[0]
+        m = run(graph, cluster, text, names, emulate=True)
+        rows.append([str(count), f"{grid[0]}x{grid[1]}", str(stage.messages), str(stage.halo_messages),
+                     f"{m.predicted_s * 1e3:.0f}", f"{m.p50_s * 1e3:.0f}",
+                     f"{(m.p50_s - m.predicted_s) / stage.messages * 1e3:.2f}", m.lossless])
+    return _table(["devices", "grid", "messages", "of them halos", "predicted ms", "measured p50 ms",
+                   "measured less predicted, per message ms", "outputs"], rows)
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
