@@ -56,7 +56,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true", help="compare every output with the unpartitioned model")
     p.add_argument("--steal", action="store_true", help="work stealing (DeepThings) in fused tiled stages: the "
                    "plan's tile assignment is where each device starts, and a device that runs out of tiles "
-                   "takes one not yet started from the device with the most left (docs/tiling.md)")
+                   "takes one not yet handed out from the device with the most left (docs/tiling.md)")
     p.add_argument("--emulate", choices=["plan", "off"], default=None,
                    help="hold each stage for the plan's predicted time on its device (default: plan with "
                    "--local, off with --workers)")
