@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,31 @@ REMEMBERED_REQUESTS = 100_000  # finished request ids kept to reject late duplic
 Send = Callable[[str, int, str, np.ndarray], None]  # target, request id, value name, array
 RunStageFn = Callable[[RunStage, dict[str, np.ndarray]], dict[str, np.ndarray]]
 Dispatch = Callable[[int, str, np.ndarray], None]  # request id, crop value, array: to a pool's dispatcher
+
+
+class Recent:
+    """The last `size` keys added, the oldest forgotten first: what a device remembers having seen."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._keys: set[Hashable] = set()
+        self._order: deque[Hashable] = deque()
+
+    def add(self, key: Hashable) -> None:
+        self._keys.add(key)
+        self._order.append(key)
+        if len(self._order) > self.size:
+            self._keys.discard(self._order.popleft())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
+def check_planned(where: str, what: str, array: np.ndarray, spec: TensorSpec | None) -> None:
+    """WireError unless `array` has the planned shape and dtype of `spec` (None, or no shape: unchecked)."""
+    if spec is not None and spec.shape is not None and (
+            tuple(array.shape) != spec.shape or (spec.dtype is not None and str(array.dtype) != spec.dtype)):
+        raise WireError(f"{where}: {what} is {array.dtype}{list(array.shape)}, expected {spec.dtype}{list(spec.shape)}")
 
 
 @dataclass
@@ -44,8 +69,7 @@ class RequestEngine:
         # crops of the pools this device scatters: handed to their dispatcher, which picks the device
         self.dispatched = frozenset(t.crop for p in route.pools if p.scatter == route.device for t in p.tiles)
         self.states: dict[int, RequestState] = {}
-        self.finished: set[int] = set()
-        self._finished_order: deque[int] = deque()
+        self.finished = Recent(REMEMBERED_REQUESTS)
 
     def arrive(self, request_id: int, name: str, array: np.ndarray, source: str | None = None) -> bool:
         """Take one value for a request; runs what became runnable. True when the request is done here.
@@ -69,13 +93,13 @@ class RequestEngine:
             raise
         if self._done(state):
             del self.states[request_id]
-            self._remember(request_id)
+            self.finished.add(request_id)
             return True
         return False
 
     def drop(self, request_id: int) -> None:
         self.states.pop(request_id, None)
-        self._remember(request_id)
+        self.finished.add(request_id)
 
     def expire(self, older_than_s: float) -> list[int]:
         """Drop requests that started more than `older_than_s` ago and are still incomplete here (a
@@ -85,12 +109,6 @@ class RequestEngine:
         for rid in stale:
             self.drop(rid)
         return stale
-
-    def _remember(self, request_id: int) -> None:
-        self.finished.add(request_id)
-        self._finished_order.append(request_id)
-        if len(self._finished_order) > REMEMBERED_REQUESTS:
-            self.finished.discard(self._finished_order.popleft())
 
     def _check(self, request_id: int, name: str, array: np.ndarray) -> None:
         where = f"device {self.route.device!r}"
@@ -102,11 +120,7 @@ class RequestEngine:
         state = self.states.get(request_id)
         if state is not None and name in state.values:
             raise WireError(f"{where}: value {name!r} of request {request_id} came twice; the second is dropped")
-        spec = self.specs.get(name)
-        if spec is not None and spec.shape is not None and (
-                tuple(array.shape) != spec.shape or (spec.dtype is not None and str(array.dtype) != spec.dtype)):
-            raise WireError(f"{where}: value {name!r} of request {request_id} is {array.dtype}{list(array.shape)}, "
-                            f"expected {spec.dtype}{list(spec.shape)}")
+        check_planned(where, f"value {name!r} of request {request_id}", array, self.specs.get(name))
 
     def _forward(self, request_id: int, state: RequestState, name: str) -> None:
         array = state.values[name]

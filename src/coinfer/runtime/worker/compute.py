@@ -252,13 +252,9 @@ class Compute:
         try:
             if self.engines[version].arrive(request_id, name, array, source) and watch:
                 self._send_telemetry(version, request_id, self.telemetry.pop(key))
-        except StageFailure as exc:
+        except (StageFailure, WireError) as exc:
             self.telemetry.pop(key, None)
-            self.report(f"stage on {self.name} failed at node {exc.node_id!r}: {exc.error}",
-                        request_id, version, node=exc.node_id, exception=exc.error)
-        except WireError as exc:
-            self.telemetry.pop(key, None)
-            self.report(str(exc), request_id, version)
+            self._report_failure(exc, request_id, version)
         finally:
             self._current = outer
 
@@ -277,13 +273,18 @@ class Compute:
             handle()
             if self._current is not None and self._current.stages:
                 self._send_telemetry(version, request_id, self._current)
-        except StageFailure as exc:
-            self.report(f"stage on {self.name} failed at node {exc.node_id!r}: {exc.error}",
-                        request_id, version, node=exc.node_id, exception=exc.error)
-        except WireError as exc:
-            self.report(str(exc), request_id, version)
+        except (StageFailure, WireError) as exc:
+            self._report_failure(exc, request_id, version)
         finally:
             self._current = None
+
+    def _report_failure(self, exc: StageFailure | WireError, request_id: int, version: int) -> None:
+        """A stage that raised (named by its node) or a value refused, to the client; the device serves on."""
+        if isinstance(exc, StageFailure):
+            self.report(f"stage on {self.name} failed at node {exc.node_id!r}: {exc.error}",
+                        request_id, version, node=exc.node_id, exception=exc.error)
+        else:
+            self.report(str(exc), request_id, version)
 
     def _send_telemetry(self, version: int, request_id: int, t: RequestTelemetry) -> None:
         body = {"op": "telemetry", "device": self.name, "request_id": request_id,

@@ -11,7 +11,6 @@ goes through the compute thread's inbox (`enqueue`), so its crops leave before i
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from coinfer.errors import WireError
 from coinfer.graph import TensorSpec
 from coinfer.runtime.routing import DeviceRoute, RunStage
+from coinfer.runtime.serving import Recent, check_planned
 from coinfer.runtime.stealing import TOKEN, Dispatcher, TilePool
 
 REMEMBERED_CROPS = 100_000  # (request, crop) pairs kept to refuse a replayed crop, oldest forgotten first
@@ -39,8 +39,8 @@ class PooledTiles:
         self.dispatchers = {p.stitch: Dispatcher(p) for p in route.pools if p.scatter == self.device}
         self.by_token = {t.token: self.dispatchers[p.stitch] for p in route.pools if p.stitch in self.dispatchers
                          for t in p.tiles}
-        self._seen: set[tuple[int, str]] = set()
-        self._seen_order: deque[tuple[int, str]] = deque()
+        self.tile_of_crop = {t.crop: t for p in route.pools for t in p.tiles}
+        self._seen = Recent(REMEMBERED_CROPS)  # (request, crop) pairs computed here
 
     def handles(self, name: str) -> bool:
         """Whether an arriving value is a pooled tile's crop or token (not the request engine's)."""
@@ -65,11 +65,7 @@ class PooledTiles:
         if source is not None and source != pool.scatter:
             raise WireError(f"device {self.device!r}: crop {name!r} of request {request_id} came from {source}, "
                             f"but {pool.scatter} scatters it; dropped")
-        spec = self.specs.get(name)
-        if spec is not None and spec.shape is not None and (tuple(array.shape) != spec.shape or (
-                spec.dtype is not None and str(array.dtype) != spec.dtype)):
-            raise WireError(f"device {self.device!r}: crop {name!r} of request {request_id} is "
-                            f"{array.dtype}{list(array.shape)}, expected {spec.dtype}{list(spec.shape)}")
+        check_planned(f"device {self.device!r}", f"crop {name!r} of request {request_id}", array, self.specs.get(name))
         self.run_tile(request_id, name, array)
 
     def offer(self, request_id: int, crop: str, array: np.ndarray) -> None:
@@ -82,9 +78,8 @@ class PooledTiles:
         key = (request_id, crop)
         if key in self._seen:
             raise WireError(f"device {self.device!r}: crop {crop!r} of request {request_id} came twice; dropped")
-        self._remember(key)
-        pool = self.pool_of_crop[crop]
-        tile = next(t for t in pool.tiles if t.crop == crop)
+        self._seen.add(key)
+        pool, tile = self.pool_of_crop[crop], self.tile_of_crop[crop]
         produced = self.run(self.stages[crop], {crop: array})
         for name, value in produced.items():
             if pool.gather == self.device:
@@ -109,9 +104,3 @@ class PooledTiles:
                 self.enqueue(request_id, crop, array)
             else:
                 self.send(device, request_id, crop, array)
-
-    def _remember(self, key: tuple[int, str]) -> None:
-        self._seen.add(key)
-        self._seen_order.append(key)
-        if len(self._seen_order) > REMEMBERED_CROPS:
-            self._seen.discard(self._seen_order.popleft())
