@@ -83,6 +83,31 @@ def _capture_torch(parsed: ParsedSpec, spec: str, input_shape: tuple[int, ...] |
     return graph_from_program(program, inputs, parsed.name, source, eager)
 
 
+def capture_step(spec: str, tokens: int, context: int, *, seed: int = 0, layers: int | None = None,
+                 weights: str | None = None) -> Graph:
+    """The op-granularity Graph of a causal LM's step program (coinfer.capture.causal_lm): `tokens` new
+    tokens over a KV cache of `context` positions. Its source says so (options `step_tokens` and
+    `context`), so the runtime rebuilds the same step program from it."""
+    parsed = parse_spec(spec)
+    if parsed.kind != "hf":
+        raise ModelSpecError(f"generation runs hf: causal language models (hf:gpt2, hf:llama), not {spec}")
+    from coinfer.capture.causal_lm import build_step
+
+    options: dict[str, str | int] = {"step_tokens": tokens, "context": context}
+    if layers is not None:
+        options["layers"] = layers
+    model, inputs = build_step(parsed.target, tokens, context, layers, seed)
+    program = _export(parsed, model, inputs)
+    options["placeholders"] = ",".join(fx_graph.placeholder_names(program).values())
+    source = ModelSource(spec, tuple(tuple(int(d) for d in t.shape) for t in inputs), seed, options)
+    graph = graph_from_program(program, inputs, parsed.name, source, model)
+    if weights is not None:
+        from coinfer.capture.weights import with_weights
+
+        graph = with_weights(graph, weights)
+    return graph
+
+
 def graph_from_program(program: Any, inputs: tuple[Any, ...], name: str,
                        source: ModelSource | None, model: Any | None = None) -> Graph:
     """The op-granularity Graph of an exported program run on `inputs`."""
@@ -113,6 +138,11 @@ def build_model(source: ModelSource) -> tuple[Any, tuple[Any, ...]]:
     """The eager model (eval mode) and the example inputs a graph was captured with."""
     parsed = parse_spec(source.spec)
     layers, seq_len = source.options.get("layers"), source.options.get("seq_len")
+    if "context" in source.options:  # a causal LM's step program (capture_step)
+        from coinfer.capture.causal_lm import build_step
+
+        return build_step(parsed.target, int(source.options["step_tokens"]), int(source.options["context"]),
+                          _int_or_none(layers), source.seed)
     shape = source.input_shapes[0] if parsed.kind in ("torchvision", "hf") and source.input_shapes else None
     if parsed.kind == "hf" and seq_len is not None:
         shape = None  # seq_len alone reproduces it; passing both is allowed only when they agree

@@ -34,14 +34,23 @@ class _Arch:
     layers_field: str
     text: bool  # token ids input (batch, seq_len); otherwise pixel values from the config
     mask: bool = False  # also an attention_mask input (all ones: no padding in the example)
+    defaults: tuple[tuple[str, Any], ...] = ()  # config fields coinfer sets (else the config class's defaults)
 
+
+# LlamaConfig's defaults are Llama-2-7B's. coinfer's `hf:llama` is the same architecture (rotary
+# embeddings, grouped-query attention, RMSNorm, SwiGLU) at about GPT-2's size: 12 layers of width 768,
+# 12 query heads sharing 4 key-value heads, a 32,000-token vocabulary; 124 M parameters.
+LLAMA_DEFAULTS = (("hidden_size", 768), ("intermediate_size", 2048), ("num_hidden_layers", 12),
+                  ("num_attention_heads", 12), ("num_key_value_heads", 4), ("max_position_embeddings", 2048))
 
 HF_MODELS = {
     "gpt2": _Arch("GPT2Config", "GPT2LMHeadModel", "n_layer", text=True),
+    "llama": _Arch("LlamaConfig", "LlamaForCausalLM", "num_hidden_layers", text=True, defaults=LLAMA_DEFAULTS),
     "bert": _Arch("BertConfig", "BertForSequenceClassification", "num_hidden_layers", text=True,
                   mask=True),
     "vit": _Arch("ViTConfig", "ViTForImageClassification", "num_hidden_layers", text=False),
 }
+CAUSAL_LMS = ("gpt2", "llama")  # the models `coinfer generate` runs (coinfer.capture.causal_lm)
 
 
 class _TextOutputs:
@@ -74,12 +83,7 @@ def build_hf(
     torch = require("torch", "hf: models")
     transformers = require("transformers", "hf: models")
     arch = HF_MODELS[name]
-    overrides: dict[str, Any] = {"attn_implementation": "sdpa", "use_cache": False}
-    if layers is not None:
-        if layers < 1:
-            raise ModelSpecError(f"layers={layers}: give a positive number of transformer layers")
-        overrides[arch.layers_field] = layers
-    config = getattr(transformers, arch.config)(**overrides)
+    config = hf_config(name, layers)
     base = getattr(transformers, arch.model)
     mixin = _ImageOutputs if not arch.text else _MaskedTextOutputs if arch.mask else _TextOutputs
     wrapped = type(base.__name__, (mixin, base), {"__module__": base.__module__})
@@ -94,6 +98,20 @@ def build_hf(
     size = config.image_size
     shape = input_shape or (1, config.num_channels, size, size)
     return model, (torch.randn(shape, generator=gen),)
+
+
+def hf_config(name: str, layers: int | None, use_cache: bool = False) -> Any:
+    """The config coinfer builds hf:`name` from: sdpa attention, `layers` transformer layers if given."""
+    if name not in HF_MODELS:
+        raise unknown_name("hf", name, HF_MODELS)
+    transformers = require("transformers", "hf: models")
+    arch = HF_MODELS[name]
+    fields: dict[str, Any] = {**dict(arch.defaults), "attn_implementation": "sdpa", "use_cache": use_cache}
+    if layers is not None:
+        if layers < 1:
+            raise ModelSpecError(f"layers={layers}: give a positive number of transformer layers")
+        fields[arch.layers_field] = layers
+    return getattr(transformers, arch.config)(**fields)
 
 
 def _check_text_shape(name: str, shape: tuple[int, ...], config: Any) -> None:

@@ -36,7 +36,7 @@ def build(parsed: ParsedSpec, input_shape: tuple[int, ...] | None, seed: int,
           layers: int | None = None, seq_len: int | None = None) -> Built:
     """The eval-mode module and example inputs for a parsed spec (not for onnx: specs)."""
     if seq_len is not None and not (parsed.kind == "hf" and is_text_model(parsed.target)):
-        raise ModelSpecError(f"seq_len applies to hf: text models (gpt2, bert), not {parsed.kind}:"
+        raise ModelSpecError(f"seq_len applies to hf: text models (gpt2, llama, bert), not {parsed.kind}:"
                              f"{parsed.target}; give input_shape instead")
     if layers is not None and parsed.kind != "hf":
         raise ModelSpecError(f"layers applies to hf: models only, not {parsed.kind}: specs")

@@ -19,7 +19,7 @@ SourceKind = Literal["torchvision", "hf", "export", "onnx", "python"]
 
 SPEC_FORMS = (
     "torchvision:NAME (e.g. torchvision:resnet18)",
-    "hf:NAME (gpt2, bert or vit; random weights from the config, no download)",
+    "hf:NAME (gpt2, llama, bert or vit; random weights from the config, no download)",
     "export:PATH (a torch.export .pt2 file)",
     "onnx:PATH (an .onnx file)",
     "python:MODULE:CALLABLE (a callable returning (module, example_inputs))",

@@ -24,6 +24,7 @@ from coinfer.cli import (
     compare_cmd,
     demo_cmd,
     failures_cmd,
+    generate_cmd,
     info_cmd,
     keys_cmd,
     plan_cmd,
@@ -33,8 +34,8 @@ from coinfer.cli import (
 )
 from coinfer.errors import CoinferError
 
-COMMANDS = (capture_cmd, profile_cmd, plan_cmd, compare_cmd, run_cmd, adapt_cmd, failures_cmd, worker_cmd, keys_cmd,
-            bench_cmd, info_cmd, demo_cmd)
+COMMANDS = (capture_cmd, profile_cmd, plan_cmd, compare_cmd, run_cmd, generate_cmd, adapt_cmd, failures_cmd, worker_cmd,
+            keys_cmd, bench_cmd, info_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,11 +10,11 @@ from coinfer.cli.common import add_model_arguments, print_json
 from coinfer.cli.plan_cmd import add_problem_arguments, problem_from_args
 from coinfer.cli.run_cmd import (
     _progress,
-    _workers,
     add_key_arguments,
     add_recovery_arguments,
     check_recovery_arguments,
     read_inputs,
+    worker_site,
 )
 from coinfer.errors import UserInputError
 from coinfer.plan import Plan
@@ -172,7 +172,7 @@ def _serve(problem: Problem, static: Plan, policy: Any, traces: dict[tuple[str, 
                          recover=not args.no_recover, down_after_s=args.down_after_s,
                          emulate=(args.emulate or ("plan" if args.local else "off")) == "plan")
     devices = problem.cluster.device_names
-    with _workers(args, tuple(devices), "inproc", problem) as site, \
+    with worker_site(args, tuple(devices), "inproc", problem) as site, \
             Client(site.client_workers, site.sink_host, security=site.security) as client, \
             _progress(args.requests) as bar:
         sink = site.client_address(client.sink_port) if site.client_address else None

@@ -143,7 +143,7 @@ def execute(plan: Plan, problem: Problem, args: argparse.Namespace, inputs: dict
         raise UserInputError("--save-profiles times nodes at batch 1; drop --micro-batch")
     saved: dict[str, np.ndarray] = {}
 
-    with _workers(args, devices, options.shaping, problem) as site, \
+    with worker_site(args, devices, options.shaping, problem) as site, \
             Client(site.client_workers, site.sink_host, security=site.security) as client, \
             _progress(args.requests) as bar, weight_progress() as shipped:
         def done(outcome: Outcome) -> None:
@@ -219,7 +219,7 @@ def client_security(args: argparse.Namespace, devices: tuple[str, ...]) -> Clien
 
 
 @contextlib.contextmanager
-def _workers(args: argparse.Namespace, devices: tuple[str, ...], shaping: str, problem: Problem) -> Iterator[Site]:
+def worker_site(args: argparse.Namespace, devices: tuple[str, ...], shaping: str, problem: Problem) -> Iterator[Site]:
     from coinfer.runtime.local import LocalWorkers
 
     if not getattr(args, "local", False):

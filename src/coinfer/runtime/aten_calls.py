@@ -6,6 +6,8 @@ numbers, booleans, null, strings and lists, plus tagged objects, each with exact
     {"value": NAME}          a value of the program (another op's output or a graph input)
     {"weight": REF}          a parameter, buffer or constant (REF names it in the deployment's weights)
     {"weight": REF, "copy": true}   the same, for an op that writes into that argument (a fresh copy each run)
+    {"state": REF}           a tensor the program keeps across runs of one session and writes in place
+                             (a causal LM's KV cache; coinfer.runtime.worker.sessions)
     {"float": "inf"}         a float JSON cannot write: "inf", "-inf" or "nan"
     {"dtype": "float32"}     a torch.dtype       {"device": "cpu"}            a torch.device
     {"layout": "strided"}    a torch.layout      {"memory_format": "channels_last"}
@@ -49,7 +51,7 @@ def encode_call(node: Any, ref_of: Callable[[Any], dict[str, Any]]) -> dict[str,
     if name is None:
         raise WireError(f"fx node {node.name} calls {target!r}, which is not an aten operator; only exported "
                         "aten programs can be deployed (capture the model again)")
-    written = _written_positions(target)
+    written = written_positions(target)
 
     def encode(value: Any, position: int | str | None) -> Any:
         if hasattr(value, "op") and hasattr(value, "target"):  # an fx Node
@@ -75,7 +77,7 @@ def _target_name(target: Any) -> str | None:
     return f"aten.{packet.__name__}.{overload}"
 
 
-def _written_positions(target: Any) -> set[int | str]:
+def written_positions(target: Any) -> set[int | str]:
     """The argument positions (and keyword names) an op writes into, from its schema's alias info."""
     schema = getattr(target, "_schema", None)
     if schema is None:
@@ -165,8 +167,8 @@ def _decode_tag(doc: Mapping[str, Any], where: str) -> Any:
     (key, text), = doc.items()
     if not isinstance(text, str):
         raise WireError(f"{where}: tag {key!r} holds a {type(text).__name__}, expected text")
-    if key == "value":
-        return Ref("value", text)
+    if key in ("value", "state"):
+        return Ref(key, text)
     if key == "float" and text in FLOAT_WORDS:
         return FLOAT_WORDS[text]
     if key == "dtype" and isinstance(getattr(torch, text, None), torch.dtype):

@@ -122,6 +122,8 @@ def deploy_body(plan: Plan, problem: Problem, device: str, package: DevicePackag
         "peers": {d: peers[d] for d in others}, "micro_batch": options.micro_batch,
         "peer_incarnations": {d: i for d, i in (incarnations or {}).items() if d in others},
     }
+    if options.session is not None:
+        body["session"] = {"group": options.session.name, "max_sessions": options.session.max_sessions}
     if client.security is not None:
         body["client_key"] = client.public_key
         body["peer_keys"] = {d: client.worker_key(d) for d in others}

@@ -23,6 +23,8 @@ ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
 class OnnxStages:
+    state_makers: Mapping[str, Any] = {}  # an ONNX program keeps no state between requests
+
     def __init__(self, index: ProgramIndex, stages_doc: Mapping[str, Any], models: Mapping[str, bytes],
                  weights: Mapping[str, np.ndarray], stages: Sequence[RunStage], threads: int) -> None:
         import onnx
@@ -57,8 +59,9 @@ class OnnxStages:
             self.feeds[stage.index] = {str(k): str(v) for k, v in doc["feeds"].items()}
 
     def run(self, stage: RunStage, values: Mapping[str, np.ndarray],
-            node_s: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-        # one onnxruntime session per stage: its nodes' times cannot be told apart, so node_s stays as it is
+            node_s: dict[str, float] | None = None, state: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        # one onnxruntime session per stage: its nodes' times cannot be told apart, so node_s stays as it is;
+        # an ONNX program keeps no state (a deployment with a session group is PyTorch's, checked at deploy)
         if not stage.ops:
             return {}
         feed = {name: values[value] for name, value in self.feeds[stage.index].items()}

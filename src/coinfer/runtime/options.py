@@ -17,6 +17,15 @@ Progress = Callable[[str, int, int], None]  # (device, weight bytes sent so far,
 
 
 @dataclass(frozen=True)
+class SessionGroup:
+    """Where a stateful deployment (a causal LM's step) keeps its sessions on each worker: the prefill
+    and decode deployments of one generation share a group (coinfer.runtime.worker.sessions)."""
+
+    name: str
+    max_sessions: int = 8
+
+
+@dataclass(frozen=True)
 class RunOptions:
     requests: int = 10
     in_flight: int = 1  # requests (batches, with micro_batch > 1) outstanding at once; above 1 the stages pipeline
@@ -36,3 +45,4 @@ class RunOptions:
     recover: bool = True  # watch the workers; re-plan around a lost device and replay its requests
     down_after_s: float = DEFAULT_DOWN_AFTER_S  # a worker silent this long is declared down (coinfer.runtime.watchdog)
     steal: bool = False  # fused tiles handed out at run time, idle devices stealing (coinfer.runtime.stealing)
+    session: SessionGroup | None = None  # a generation's step program: keep each session's KV cache in this group

@@ -8,8 +8,8 @@ coinfer node that owns it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,8 +33,13 @@ class Stages(Protocol):
 
     index: ProgramIndex
 
+    @property
+    def state_makers(self) -> Mapping[str, Callable[[], Any]]:
+        """Per state tensor of the stages, how a new session makes it (empty for stateless programs)."""
+
     def run(self, stage: RunStage, values: Mapping[str, np.ndarray],
-            node_s: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+            node_s: dict[str, float] | None = None, state: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """The stage's `keep` values, computed from `values` (which hold at least its `needs`). With
         `node_s`, also the compute time of each of its nodes, added there, where the executor can tell
-        them apart (remote profiling, coinfer.profile.remote)."""
+        them apart (remote profiling, coinfer.profile.remote). `state` is the request's session state,
+        for a program that keeps some (coinfer.runtime.worker.sessions; PyTorch programs only)."""

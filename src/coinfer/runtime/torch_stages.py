@@ -11,10 +11,16 @@ ever made until it returned, which measured 40-60 MB extra on a resnet50 stage a
 model's working set (the largest single op's inputs and output). Values cross the stage boundary
 as numpy arrays that share memory with the tensors, except where a received frame is read-only
 (it is copied once).
+
+State (a causal LM's KV cache, `{"state": REF}` in the calls) is neither: the session's tensor,
+which the caller passes to `run` and the ops write in place (coinfer.runtime.worker.sessions).
+`state_makers` says how to make each state tensor this device's stages touch (zeros of the
+declared shape and dtype).
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +47,8 @@ class TorchStages:
     """The stages of one deployment (see the module docstring)."""
 
     def __init__(self, index: ProgramIndex, calls: Mapping[str, Any], weights: Mapping[str, Any],
-                 stages: Sequence[RunStage], threads: int) -> None:
+                 stages: Sequence[RunStage], threads: int,
+                 states: Mapping[str, tuple[tuple[int, ...], Any]] | None = None) -> None:
         import torch
 
         self.torch = torch
@@ -49,6 +56,9 @@ class TorchStages:
         torch.set_num_threads(threads)
         self.index = index
         self.weights = weights
+        self.states = dict(states or {})  # state ref -> (shape, torch dtype)
+        self.state_makers: dict[str, Callable[[], Any]] = {
+            name: functools.partial(torch.zeros, shape, dtype=dtype) for name, (shape, dtype) in self.states.items()}
         owner = {op.name: op.owner for op in index.ops}
         self.calls: dict[str, _Call] = {}
         self.frees: dict[int, list[tuple[str, ...]]] = {}  # stage index -> per op, the values done after it
@@ -82,10 +92,12 @@ class TorchStages:
         for ref in _refs([args, kwargs]):
             if ref.kind == "weight" and ref.name not in self.weights:
                 raise WireError(f"{where} reads weight {ref.name!r}, which the deployment does not ship")
+            if ref.kind == "state" and ref.name not in self.states:
+                raise WireError(f"{where} keeps state {ref.name!r}, which the deployment does not declare")
         return _Call(resolve_target(doc["target"], where), args, kwargs, owner)
 
     def run(self, stage: RunStage, values: Mapping[str, np.ndarray],
-            node_s: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+            node_s: dict[str, float] | None = None, state: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         torch = self.torch
         local: dict[str, Any] = {}
 
@@ -93,6 +105,11 @@ class TorchStages:
             if ref.kind == "weight":
                 weight = self.weights[ref.name]
                 return weight.clone() if ref.copy else weight
+            if ref.kind == "state":
+                if state is None or ref.name not in state:
+                    raise WireError(f"stage {stage.label} keeps state {ref.name!r} between the steps of a session, "
+                                    "and this request belongs to none")
+                return state[ref.name]
             if ref.name not in local:
                 value = values[ref.name]
                 local[ref.name] = torch.from_numpy(value if value.flags.writeable else value.copy())

@@ -9,7 +9,8 @@ more than one blob beyond the model itself.
 
 The program document, which goes in the deploy message:
 
-    {"kind": "torch", "index": {...}, "calls": {OP: CALL}, "weights": {REF: WEIGHT}}
+    {"kind": "torch", "index": {...}, "calls": {OP: CALL}, "weights": {REF: WEIGHT},
+     "states": {REF: {"dtype": "float32", "shape": [...]}}}     (states: a causal LM's step program only)
     {"kind": "onnx", "index": {...}, "stages": {"INDEX": {"model": SHA256, "feeds": {NAME: VALUE},
                                                            "weights": {NAME: WEIGHT}}}}
 
@@ -102,6 +103,10 @@ class Packager:
             refs = tuple(dict.fromkeys(r for op in ops for r in self.torch.reads[op]))
             program = {"kind": "torch", "index": self._index_doc, "calls": {op: self.torch.calls[op] for op in ops},
                        "weights": weights(refs)}
+            states = dict.fromkeys(r for op in ops for r in self.torch.state_reads.get(op, ()))
+            if states:  # a causal LM's KV cache: made on the worker per session, never shipped
+                specs = self.torch.states
+                program["states"] = {r: {"shape": list(specs[r].shape or ()), "dtype": specs[r].dtype} for r in states}
         else:
             stages = {}
             for stage in route.stages:

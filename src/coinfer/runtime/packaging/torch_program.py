@@ -8,6 +8,11 @@ worker gets only the calls and weights of its own stages.
 Weights are named by their state-dict key (`conv1.weight`, as the user knows them), lifted
 constants by `constant:NAME` and attributes by `attr:NAME`.
 
+A causal LM's step program (coinfer.capture.causal_lm) writes its KV cache in place: every tensor
+an op of such a program writes into is *state*, `{"state": REF}` in the calls, never shipped (its
+shape and dtype are: a worker makes it, zeros, once per session; coinfer.runtime.worker.sessions).
+In any other program a written weight is copied afresh for each run, so requests stay independent.
+
 At micro-batch K (coinfer.runtime.batching) the client exports the same model (same seed, same
 weights) with every example input repeated K times along dimension 0. Export is deterministic, so
 the fx node names, and with them the graph's node ids, usually carry over; that is checked, not
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coinfer.capture.api import build_model, load_program
@@ -32,7 +37,7 @@ from coinfer.capture.tensors import tensor_spec
 from coinfer.capture.weights import check_state_dict, source_state_dict
 from coinfer.errors import PlanError
 from coinfer.graph import DEFAULT_INPUT_NAME, Graph, ModelSource, TensorSpec
-from coinfer.runtime.aten_calls import encode_call
+from coinfer.runtime.aten_calls import encode_call, written_positions
 from coinfer.runtime.batching import check_batched_outputs, check_same_dependencies
 from coinfer.runtime.program import ProgramIndex, ProgramOp
 
@@ -45,6 +50,8 @@ class TorchProgram:
     calls: Mapping[str, dict[str, Any]]  # op name -> call JSON
     reads: Mapping[str, tuple[str, ...]]  # op name -> weight refs the call reads
     tensors: Mapping[str, Any]  # weight ref -> torch tensor (the user's weights where given)
+    states: Mapping[str, TensorSpec] = field(default_factory=dict)  # state ref -> its shape and dtype
+    state_reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # op name -> state refs it touches
 
 
 def torch_program(graph: Graph, micro_batch: int = 1) -> TorchProgram:
@@ -57,15 +64,19 @@ def torch_program(graph: Graph, micro_batch: int = 1) -> TorchProgram:
         _check_same_ops(program, graph, micro_batch)
     tensors, ref_of_placeholder = _weights(program, graph)
     user_inputs = _user_input_names(program)
+    written = _written_placeholders(program, ref_of_placeholder) if is_step_program(graph) else set()
+    state_of = {p: ref_of_placeholder[p] for p in written}
 
     def ref_of(node: Any) -> dict[str, Any]:
         if node.name in user_inputs:
             return {"value": user_inputs[node.name]}
+        if node.name in state_of:
+            return {"state": state_of[node.name]}
         if node.name in ref_of_placeholder:
             return {"weight": ref_of_placeholder[node.name]}
         return {"value": node.name}
 
-    ops, specs, calls, reads = [], {}, {}, {}
+    ops, specs, calls, reads, state_reads = [], {}, {}, {}, {}
     for n in nodes.values():
         if n.op != "call_function":
             continue
@@ -76,7 +87,8 @@ def torch_program(graph: Graph, micro_batch: int = 1) -> TorchProgram:
         ops.append(ProgramOp(n.name, owner[n.name], inputs, (n.name,)))
         calls[n.name] = encode_call(n, ref_of)
         reads[n.name] = tuple(dict.fromkeys(ref_of_placeholder[a.name] for a in n.all_input_nodes
-                                            if a.name in ref_of_placeholder))
+                                            if a.name in ref_of_placeholder and a.name not in state_of))
+        state_reads[n.name] = tuple(dict.fromkeys(state_of[a.name] for a in n.all_input_nodes if a.name in state_of))
         spec = tensor_spec(n.meta.get("val"))
         if spec is not None:
             specs[n.name] = spec
@@ -87,7 +99,27 @@ def torch_program(graph: Graph, micro_batch: int = 1) -> TorchProgram:
     if micro_batch > 1:
         check_batched_outputs(graph, index, micro_batch)
         check_same_dependencies(graph, index, micro_batch)
-    return TorchProgram(index, calls, reads, tensors)
+    states = {ref: tensor_spec(tensors[ref]) or TensorSpec(0) for ref in state_of.values()}
+    return TorchProgram(index, calls, reads, {r: t for r, t in tensors.items() if r not in states}, states,
+                        state_reads)
+
+
+def is_step_program(graph: Graph) -> bool:
+    """Whether `graph` is a causal LM's step program, whose written tensors persist across steps."""
+    return graph.source is not None and "context" in graph.source.options
+
+
+def _written_placeholders(program: Any, refs: Mapping[str, str]) -> set[str]:
+    """The weight placeholders (of `refs`) that some op writes into, by its schema's alias info."""
+    written: set[str] = set()
+    for n in program.graph.nodes:
+        if n.op != "call_function":
+            continue
+        positions = written_positions(n.target)
+        for key, arg in [*enumerate(n.args), *n.kwargs.items()]:
+            if key in positions and getattr(arg, "name", None) in refs:
+                written.add(arg.name)
+    return written
 
 
 def _weights(program: Any, graph: Graph) -> tuple[dict[str, Any], dict[str, str]]:

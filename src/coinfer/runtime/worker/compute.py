@@ -1,10 +1,11 @@
 """The compute thread: owns every request's state and runs stages, one at a time, as one device would.
 
 It takes typed items from its inbox: `Install` and `Undeploy` a deployment, `Cancel` a request,
-and `Arrival` of a tensor. With emulation on it holds each stage until it has taken the time the
-profile predicts for the device it plays. Per-request state that waits longer than
-`REQUEST_TTL_S` for a value that never comes is dropped, and statistics keep a bounded history,
-so a long-running worker's memory stays flat. An exception while handling one item is reported
+`EndSession` (free a generation's state here), and `Arrival` of a tensor. With emulation on it
+holds each stage until it has taken the time the profile predicts for the device it plays.
+Per-request state that waits longer than `REQUEST_TTL_S` for a value that never comes is dropped,
+sessions idle for `SESSION_TTL_S` are freed, and statistics keep a bounded history, so a
+long-running worker's memory stays flat. An exception while handling one item is reported
 to the client and the thread goes on; if the thread itself ever stops, `failure` says why and the
 worker answers every later tensor with that error instead of queueing it.
 """
@@ -31,6 +32,7 @@ from coinfer.runtime.stages import StageFailure
 from coinfer.runtime.worker.deployment import Deployment
 from coinfer.runtime.worker.outgoing import Outgoing
 from coinfer.runtime.worker.pooled_tiles import PooledTiles
+from coinfer.runtime.worker.sessions import SESSION_TTL_S, Sessions, session_of
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,12 @@ class Undeploy:
 
 
 @dataclass(frozen=True)
+class EndSession:
+    group: str
+    session: int
+
+
+@dataclass(frozen=True)
 class RunTile:
     """A pooled tile whose crop this device made and handed to itself (coinfer.runtime.stealing)."""
 
@@ -75,7 +83,7 @@ class RunTile:
     array: np.ndarray
 
 
-Item = Arrival | Install | Cancel | Undeploy | RunTile
+Item = Arrival | Install | Cancel | Undeploy | RunTile | EndSession
 
 
 class _Idle:
@@ -112,7 +120,9 @@ class Compute:
         self.telemetry: dict[tuple[int, int], RequestTelemetry] = {}
         self.stage_times: dict[tuple[int, int], StageTimes] = {}
         self.failure: str | None = None
+        self.sessions = Sessions()  # a generation's per-session state (the KV cache of this device's layers)
         self._current: RequestTelemetry | None = None
+        self._request_id = 0  # the request whose stages the engine is running (its session's state)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="coinfer-compute", daemon=True)
 
@@ -175,6 +185,9 @@ class Compute:
                 self._run_tile(item)
             elif isinstance(item, Undeploy):
                 self._undeploy(item.plan_version)
+            elif isinstance(item, EndSession):
+                with self._lock:
+                    self.sessions.end(item.group, item.session)
         except Exception as exc:  # a bug in one item must not stop the device: report it, serve on
             log.exception("%s: handling %s failed", self.name, type(item).__name__)
             header = item.header if isinstance(item, Arrival) else item if isinstance(item, RunTile) else None
@@ -201,6 +214,8 @@ class Compute:
                 lambda rid, crop, array: self.put(RunTile(version, rid, crop, array)))
         with self._lock:
             self.deployments[version] = d
+            if d.session is not None:
+                self.sessions.join(d.session.group, version, d.session.max_sessions)
         self.engines[version] = RequestEngine(d.route, dict(d.stages.index.specs), send, run,
                                               pooled.offer if pooled is not None else None)
 
@@ -209,6 +224,7 @@ class Compute:
         self.pooled.pop(version, None)
         with self._lock:
             self.deployments.pop(version, None)
+            self.sessions.leave(version)
             for key in [k for k in self.stage_times if k[0] == version]:
                 del self.stage_times[key]
         for key in [k for k in self.telemetry if k[0] == version]:
@@ -222,6 +238,10 @@ class Compute:
                 self.telemetry.pop((version, rid), None)
                 log.warning("%s: dropped request %d of plan version %d, incomplete after %.0f s", self.name, rid,
                             version, REQUEST_TTL_S)
+        with self._lock:
+            for group, session in self.sessions.expire():
+                log.warning("%s: freed session %d of group %s, idle for %.0f s", self.name, session, group,
+                            SESSION_TTL_S)
 
     def _arrive(self, a: Arrival) -> None:
         header = a.header
@@ -249,6 +269,7 @@ class Compute:
         outer = self._current
         if watch:
             self._current = self.telemetry.setdefault(key, RequestTelemetry())
+        self._request_id = request_id
         try:
             if self.engines[version].arrive(request_id, name, array, source) and watch:
                 self._send_telemetry(version, request_id, self.telemetry.pop(key))
@@ -294,8 +315,12 @@ class Compute:
 
     def _run_stage(self, d: Deployment, stage: RunStage, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         node_s: dict[str, float] | None = {} if self._current is not None else None  # timed only under telemetry
+        state = None
+        if d.session is not None:
+            with self._lock:
+                state = self.sessions.state(d.session.group, session_of(self._request_id), d.stages.state_makers)
         start = time.perf_counter()
-        out = d.stages.run(stage, values, node_s)
+        out = d.stages.run(stage, values, node_s, state)
         compute_s = time.perf_counter() - start
         target_s = d.stage_time_s.get(stage.index)
         hold_s = target_s - compute_s if target_s is not None else 0.0
@@ -323,6 +348,11 @@ class Compute:
         with self._lock:
             return [[version, index, statistics.median(list(t.held_s)[-RECENT_RUNS:]), t.runs]
                     for (version, index), t in sorted(self.stage_times.items()) if t.held_s]
+
+    def sessions_held(self) -> dict[str, Any]:
+        """Per session group: the sessions this worker holds and the bytes of their state."""
+        with self._lock:
+            return dict(self.sessions.held())
 
     def stolen_tiles(self, plan_version: int) -> dict[str, int]:
         """Per pool this device scatters under `plan_version` (by stitch node), tiles handed to another

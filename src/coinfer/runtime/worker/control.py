@@ -4,11 +4,13 @@
     heartbeat  the cheap liveness answer a client's watchdog asks for several times a second, with
                each stage's recent time and how long ago each peer was last heard on the data socket
                (its links' keepalives; coinfer.runtime.watchdog)
-    stats      per stage times, tiles stolen, per link traffic, recent errors, of one plan version
+    stats      per stage times, tiles stolen, per link traffic, recent errors, of one plan version; the
+               generation sessions held and their state's bytes
     deploy     step 1 of a deployment (coinfer.runtime.worker.preparing); answered by the preparer
     activate   step 3 of a deployment; answered by the preparer
     undeploy   drop a plan version (its requests, its weights once no other deployment holds them)
     cancel     forget what this worker holds of one request (it failed elsewhere)
+    end_session  free a generation session's state here (its KV cache; coinfer.runtime.worker.sessions)
     probe      send two-point link probes of the given sizes to a peer (REFERENCE section 4)
     shutdown   stop serving
 
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from coinfer.profile.host import cpu_model
-from coinfer.runtime.worker.compute import Cancel, Compute, Undeploy
+from coinfer.runtime.worker.compute import Cancel, Compute, EndSession, Undeploy
 from coinfer.runtime.worker.config import WorkerConfig
 from coinfer.runtime.worker.outgoing import Outgoing
 from coinfer.runtime.worker.preparing import ActivateJob, DeployJob, Preparer
@@ -65,7 +67,7 @@ class Control:
     def table(self) -> dict[str, Callable[[Any, dict[str, Any]], dict[str, Any] | None]]:
         return {"health": self.health, "heartbeat": self.heartbeat, "stats": self.stats, "deploy": self.deploy,
                 "activate": self.activate, "undeploy": self.undeploy, "cancel": self.cancel, "probe": self.probe,
-                "shutdown": self.shutdown}
+                "end_session": self.end_session, "shutdown": self.shutdown}
 
     def health(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "name": self.config.name, "incarnation": self.incarnation,
@@ -86,7 +88,7 @@ class Control:
         version = _int(body.get("plan_version", 0), "plan_version")
         return {"ok": True, "name": self.config.name, "stages": self.compute.stage_stats(version),
                 "stolen_tiles": self.compute.stolen_tiles(version), "links": self.outgoing.stats(),
-                "errors": self.errors()[-20:]}
+                "sessions": self.compute.sessions_held(), "errors": self.errors()[-20:]}
 
     def deploy(self, identity: Any, body: dict[str, Any]) -> dict[str, Any] | None:
         return LATER if self.preparer.offer(DeployJob(identity, body)) else _busy()
@@ -102,6 +104,13 @@ class Control:
     def cancel(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
         self.compute.put(Cancel(_int(body.get("plan_version"), "plan_version"),
                                 _int(body.get("request_id"), "request_id")))
+        return {"ok": True}
+
+    def end_session(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:
+        group = body.get("group")
+        if not isinstance(group, str) or not 0 < len(group) <= 100:
+            return {"ok": False, "error": "end_session needs group (the session group's name) and session"}
+        self.compute.put(EndSession(group, _int(body.get("session"), "session")))
         return {"ok": True}
 
     def probe(self, identity: Any, body: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,8 +36,12 @@ from coinfer.runtime.program import ProgramIndex, index_from_doc
 from coinfer.runtime.routing import DeviceRoute, route
 from coinfer.runtime.stages import Stages
 from coinfer.runtime.worker.config import WorkerConfig
+from coinfer.runtime.worker.sessions import MAX_SESSIONS
 from coinfer.shaping import BandwidthTrace, LinkShaper
 
+# the dtypes a state tensor may have, and their item sizes
+DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+               "int8": 1, "uint8": 1, "bool": 1}
 Z85_KEY = r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$"  # a CURVE public key in z85
 
 
@@ -67,6 +72,13 @@ class BlobDoc(_Strict):
     kind: Literal["tensor", "onnx"] = "tensor"
 
 
+class SessionDoc(_Strict):
+    """The session group a stateful deployment keeps its sessions in (coinfer.runtime.worker.sessions)."""
+
+    group: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    max_sessions: int = Field(ge=1, le=MAX_SESSIONS)
+
+
 class DeployDoc(_Strict):
     op: Literal["deploy"]
     plan_version: int = Field(ge=1, lt=1 << 32)
@@ -84,6 +96,7 @@ class DeployDoc(_Strict):
     emulate: bool = False  # hold each stage for the plan's predicted time on this device
     telemetry: bool = False  # report each request's stage times and hops to the client (adaptive serving)
     micro_batch: int = Field(1, ge=1, le=1 << 16)  # requests the client packs into one batch along dimension 0
+    session: SessionDoc | None = None  # a program with state (a causal LM's step) keeps it per session here
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,9 @@ class Pending:
     index: ProgramIndex
     route: DeviceRoute
     blobs: Mapping[str, BlobInfo]
-    working_set_bytes: int  # activations the plan predicts this device holds at once
+    working_set_bytes: int  # activations the plan predicts this device holds at once, and its sessions' state
     received_s: float
+    states: Mapping[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)  # state ref -> (shape, dtype)
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,7 @@ class Deployment:
     stage_time_s: Mapping[int, float]
     telemetry: bool = False
     node_time_s: Mapping[str, float] = field(default_factory=dict)  # emulation's time for each node it holds for
+    session: SessionDoc | None = None
 
 
 def parse_deploy(body: dict[str, Any], config: WorkerConfig) -> Pending:
@@ -148,10 +163,34 @@ def parse_deploy(body: dict[str, Any], config: WorkerConfig) -> Pending:
     missing = sorted(({t for ts in mine.sends.values() for t in ts} | pool_peers) - set(doc.peers))
     if missing:
         raise DeploymentError(f"deploy on {doc.device}: no address for device(s) {missing}, which this device sends to")
+    states = _state_docs(doc, where)
     batched_plan, batched_problem = at_batch(plan, problem, doc.micro_batch)
     params = sum(batched_problem.graph.node(n).param_bytes for s in mine.stages for n in s.node_ids)
     working = memory_need_bytes(batched_plan, batched_problem).get(doc.device, 0) - params
-    return Pending(doc, plan, problem, index, mine, blobs, max(0, working), time.monotonic())
+    # the graph counts one session's state among its nodes' parameters; the group may hold max_sessions
+    sessions = doc.session.max_sessions if doc.session is not None else 0
+    state_bytes = sum(prod(shape) * DTYPE_BYTES[dtype] for shape, dtype in states.values()) * sessions
+    return Pending(doc, plan, problem, index, mine, blobs, max(0, working) + state_bytes, time.monotonic(), states)
+
+
+def _state_docs(doc: DeployDoc, where: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The program's declared state, each tensor's shape and dtype checked (nothing is allocated here)."""
+    raw = doc.program.get("states", {})
+    if not isinstance(raw, dict) or len(raw) > 100_000:
+        raise DeploymentError(f"{where}: field program.states must be an object of state tensors")
+    if raw and (doc.session is None or doc.program.get("kind") != "torch"):
+        raise DeploymentError(f"{where}: the program keeps state between steps, so the deploy message must name a "
+                              "session group (field session), and the program must be PyTorch's")
+    out = {}
+    for name, spec in raw.items():
+        shape, dtype = (spec.get("shape"), spec.get("dtype")) if isinstance(spec, dict) else (None, None)
+        if (not isinstance(name, str) or not 0 < len(name) <= 300 or not isinstance(shape, list) or len(shape) > 16
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 1 << 40 for d in shape)
+                or dtype not in DTYPE_BYTES or set(spec) != {"shape", "dtype"}):
+            raise DeploymentError(f"{where}: state {str(name)[:60]!r}: give shape (up to 16 sizes) and dtype "
+                                  f"(one of {', '.join(DTYPE_BYTES)})")
+        out[name] = (tuple(shape), dtype)
+    return out
 
 
 def _validate(body: dict[str, Any]) -> DeployDoc:
@@ -191,17 +230,21 @@ def build_deployment(pending: Pending, loaded: Mapping[str, Any], config: Worker
         shapers={t: _shaper(link) for t, link in doc.links.items()}, link_docs=doc.links,
         codecs={t: str(c) for (s, t), c in codecs.items() if s == doc.device},
         stage_time_s={st.index: sum(node_time_s[n] for n in st.node_ids) for st in mine.runnable_stages}
-        if node_time_s else {}, telemetry=doc.telemetry, node_time_s=node_time_s,
+        if node_time_s else {}, telemetry=doc.telemetry, node_time_s=node_time_s, session=doc.session,
     )
 
 
 def _stages(pending: Pending, loaded: Mapping[str, Any], threads: int) -> Stages:
     program, stages = pending.doc.program, pending.route.runnable_stages
     if program["kind"] == "torch":
+        import torch
+
         from coinfer.runtime.torch_stages import TorchStages
 
         weights = {ref: _weight(ref, w, loaded) for ref, w in _weight_docs(program.get("weights")).items()}
-        return TorchStages(pending.index, _mapping(program.get("calls"), "program.calls"), weights, stages, threads)
+        states = {name: (shape, getattr(torch, dtype)) for name, (shape, dtype) in pending.states.items()}
+        return TorchStages(pending.index, _mapping(program.get("calls"), "program.calls"), weights, stages, threads,
+                           states)
     from coinfer.runtime.onnx_stages import OnnxStages
 
     stage_docs = _mapping(program.get("stages"), "program.stages")

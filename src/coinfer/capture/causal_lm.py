@@ -1,0 +1,81 @@
+"""Causal language models as *step programs*: one forward over T new tokens with a static KV cache.
+
+Generation runs a model in two kinds of step: prefill (the prompt's N tokens at positions 0..N-1)
+and decode (one token at position p). Each is exported once by torch.export with Hugging Face's
+`StaticCache`: per layer a key and a value tensor (1, kv heads, context, head dim) that the
+attention writes in place at the step's positions (aten.index_copy_) and reads whole, masked beyond
+the last written position. The shapes are static, so one decode program serves every decode step of
+every session, and the runtime keeps those tensors per session on the device of their layer
+(coinfer.runtime.packaging.torch_program calls them *state*: written in place, so neither a weight
+nor a value). They start at zeros, as a fresh StaticCache does.
+
+The step's inputs are `input_ids` (1, T) and `cache_position` (T,); its output is the greedy next
+token (1, 1) int64, the argmax of the last position's logits, as `generate(do_sample=False)` picks
+it: a decode loop needs nothing more, and 8 bytes come back instead of the vocabulary's logits.
+
+The model is a subclass of the Hugging Face class (as coinfer.capture.hf builds them), so node ids
+keep the Hugging Face module paths (`transformer.h.0`, `model.layers.3`) that the forward-pass
+graph of the same model has. Built on what HF's own ExecuTorch export does (a static cache whose
+`cumulative_length` is set from `cache_position` before the call); written here so that the root
+module stays the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coinfer.capture.deps import require
+from coinfer.capture.hf import CAUSAL_LMS, HF_MODELS, hf_config
+from coinfer.capture.spec import unknown_name
+from coinfer.errors import ModelSpecError
+
+
+class _GreedyStep:
+    """Mixed into a Hugging Face causal LM class: forward(input_ids, cache_position) -> next token."""
+
+    coinfer_cache: Any
+
+    def forward(self, input_ids: Any, cache_position: Any) -> Any:
+        for layer in self.coinfer_cache.layers:  # the cache's length is where this step starts
+            layer.cumulative_length.copy_(cache_position[0])
+        outputs = super().forward(input_ids=input_ids, cache=self.coinfer_cache, use_cache=True)  # type: ignore[misc]
+        return outputs.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+
+
+def context_limit(name: str, layers: int | None = None) -> int:
+    """The longest context (prompt plus generated tokens) the model's position embeddings allow."""
+    config = hf_config(name, layers)
+    return int(getattr(config, "max_position_embeddings", None) or config.n_positions)
+
+
+def build_step(name: str, tokens: int, context: int, layers: int | None, seed: int) -> tuple[Any, tuple[Any, ...]]:
+    """The step module of hf:`name` over `tokens` new tokens with a cache of `context` positions, and
+    its example inputs (random prompt ids at positions 0..tokens-1)."""
+    if name not in CAUSAL_LMS:
+        raise unknown_name("generation (hf: causal language models)", name, CAUSAL_LMS)
+    torch = require("torch", "generation")
+    transformers = require("transformers", "generation")
+    limit = context_limit(name, layers)
+    if not 0 < tokens <= context:
+        raise ModelSpecError(f"hf:{name}: a step of {tokens} tokens does not fit a context of {context}")
+    if context > limit:
+        raise ModelSpecError(f"hf:{name} has a context of {limit} positions; the prompt and the new tokens "
+                             f"need {context}: give fewer prompt or new tokens")
+    config = hf_config(name, layers, use_cache=True)
+    base = getattr(transformers, HF_MODELS[name].model)
+    step_class = type(base.__name__, (_GreedyStep, base), {"__module__": base.__module__})
+    torch.manual_seed(seed)  # the same weights as the forward-pass model of the same seed
+    model = step_class(config).eval()
+    model.coinfer_cache = _static_cache(transformers, config, context, model.dtype)
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, config.vocab_size, (1, tokens), generator=gen)
+    return model, (ids, torch.arange(tokens))
+
+
+def _static_cache(transformers: Any, config: Any, context: int, dtype: Any) -> Any:
+    cache = transformers.StaticCache(config=config, max_cache_len=context)
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads  # grouped-query attention shares them
+    cache.early_initialization(1, kv_heads, head_dim, dtype, "cpu")  # allocated now, not lazily (export)
+    return cache

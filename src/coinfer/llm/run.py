@@ -1,0 +1,61 @@
+"""`generate`: the whole of `coinfer generate --local` in one Python call.
+
+    from coinfer.llm import generate
+    report = generate("hf:gpt2", "phone-edge-cloud", solver="ilp", prompt_tokens=32, max_new_tokens=64,
+                      sessions=2, verify=True)
+    report["outputs"][0]["tokens"], report["measured"]["ttft_s"]
+
+It captures the step programs, plans the decode graph (a one-line `placement` or a `solver`), starts
+one local worker per device taking part (links emulated as the cluster says), generates, and stops
+them. For workers on other machines use `generate_tokens` with a `Client` (coinfer.llm.generation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from coinfer.cluster import Cluster
+from coinfer.errors import UserInputError
+from coinfer.llm.generation import OnToken, generate_tokens
+from coinfer.llm.steps import capture_steps, check_fits
+
+
+def generate(model: str, cluster: str | Cluster, *, placement: str | None = None, solver: str | None = None,
+             prompt_tokens: int = 32, prompts: Sequence[Sequence[int]] | None = None, max_new_tokens: int = 32,
+             sessions: int = 1, context: int | None = None, layers: int | None = None, seed: int = 0,
+             weights: str | None = None, objective: str = "latency", verify: bool = False, emulate: bool = True,
+             stop_at_eos: bool = True, on_token: OnToken | None = None, threads: int = 1,
+             timeout_s: float = 60.0) -> dict[str, Any]:
+    """Generate on local workers and return the report (`coinfer generate --json`'s). `prompts` gives the
+    prompts' token ids (all of one length); without it, `sessions` seeded random prompts of
+    `prompt_tokens` ids. `on_token(session, token)` returning False cancels that session."""
+    import coinfer
+    from coinfer.runtime.deploy import taking_part
+    from coinfer.runtime.local import LocalWorkers
+    from coinfer.runtime.options import RunOptions
+
+    if placement is not None and solver is not None:
+        raise UserInputError("give either a placement or a solver, not both")
+    lengths = {len(p) for p in prompts} if prompts is not None else {prompt_tokens}
+    if len(lengths) != 1:
+        raise UserInputError(f"the prompts have {len(lengths)} different lengths; give prompts of one length")
+    steps = capture_steps(model, lengths.pop(), max_new_tokens, context=context, layers=layers, seed=seed,
+                          weights=weights)
+    if prompts is None:
+        rng = np.random.default_rng(seed)
+        arrays = [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64) for _ in range(sessions)]
+    else:
+        arrays = [np.asarray(p, dtype=np.int64) for p in prompts]
+    the_cluster = coinfer.load_cluster(cluster) if isinstance(cluster, str) else cluster
+    problems = (coinfer.make_problem(steps.prefill, the_cluster, objective=objective),
+                coinfer.make_problem(steps.decode, the_cluster, objective=objective))
+    plan = coinfer.plan(problems[1], placement=placement) if placement is not None else \
+        coinfer.plan(problems[1], solver=solver or "ilp")
+    check_fits(steps, plan, problems)
+    options = RunOptions(emulate=emulate, timeout_s=timeout_s, recover=False)
+    with LocalWorkers(taking_part(plan, problems[1]), threads) as workers, workers.client() as client:
+        return generate_tokens(steps, plan, problems, client, workers.endpoint, options, arrays, max_new_tokens,
+                               stop_at_eos=stop_at_eos, on_token=on_token, verify=verify)

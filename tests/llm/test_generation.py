@@ -1,0 +1,122 @@
+"""Generation across three workers: token-identical to transformers' generate, sessions kept apart,
+cancelled and freed, and the bad inputs the issue names refused with clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coinfer.api import plan as make_plan
+from coinfer.errors import InfeasibleError, UserInputError, WorkerError
+from coinfer.llm import capture_steps, generate_tokens, reference_tokens
+from coinfer.llm.steps import check_fits
+from coinfer.runtime.deploy import deploy
+from coinfer.runtime.options import RunOptions
+from tests.llm.conftest import NEW_TOKENS, PROMPT_TOKENS, problems
+
+# one layer per device: every decode step crosses two cuts, and every device holds a KV cache
+SPLIT = "embed..model.layers.0@a | model.layers.1@b | model.layers.2..head@c"
+
+
+def _prompts(steps, count, seed=1):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64) for _ in range(count)]
+
+
+def test_prefill_and_decode_graphs_have_the_same_nodes(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    pre, dec = tiny_llama.prefill, tiny_llama.decode
+    assert [(n.id, n.inputs) for n in pre.nodes] == [(n.id, n.inputs) for n in dec.nodes]
+    assert [n.id for n in dec.nodes] == ["embed", "model.layers.0", "model.layers.1", "model.layers.2", "head"]
+    assert pre.inputs[0].spec.shape == (1, PROMPT_TOKENS) and dec.inputs[0].spec.shape == (1, 1)
+
+
+def test_three_sessions_across_three_workers_equal_transformers_generate(  # type: ignore[no-untyped-def]
+        tiny_llama, three, workers) -> None:
+    pre, dec = problems(tiny_llama, three)
+    plan = make_plan(dec, placement=SPLIT)
+    prompts = _prompts(tiny_llama, 3)
+    stopped_after, cancelled = 3, []
+
+    def on_token(session: int, token: int) -> bool:  # cancel session 1 after its third token
+        if session != 1:
+            return True
+        cancelled.append(token)
+        return len(cancelled) < stopped_after
+
+    with workers.client() as client:
+        report = generate_tokens(tiny_llama, plan, (pre, dec), client, workers.endpoint, RunOptions(), prompts,
+                                 NEW_TOKENS, stop_at_eos=False, on_token=on_token)
+        after = {d: client.check(d, {"op": "stats", "plan_version": 2})["sessions"] for d in ("a", "b", "c")}
+    expected = reference_tokens(tiny_llama, prompts, NEW_TOKENS, stop_at_eos=False)
+    out = report["outputs"]
+    assert out[0]["tokens"] == expected[0] and len(expected[0]) == NEW_TOKENS and out[0]["ended"] == "length"
+    assert out[2]["tokens"] == expected[2] and out[2]["ended"] == "length"
+    assert out[1]["ended"] == "cancelled" and out[1]["tokens"] == expected[1][:stopped_after]
+    assert expected[0] != expected[2]  # different prompts, different tokens: sessions that mixed would show
+    # while the two others had their last token, the cancelled session's cache was already freed
+    kv = report["kv_cache_bytes"]
+    for device in ("a", "b", "c"):
+        assert kv[device]["sessions_held"] == 2
+        assert kv[device]["measured_all_sessions"] == 2 * kv[device]["predicted_per_session"] > 0
+    assert after == {"a": {}, "b": {}, "c": {}}  # ended, and the group gone with its deployments
+    assert report["predicted"]["wire_bytes_per_token"] > 0 and report["failed"] == 0
+
+
+@pytest.mark.slow
+def test_greedy_tokens_stop_at_end_of_sequence_as_transformers_does(tiny_llama, three, workers) -> None:  # type: ignore[no-untyped-def]
+    pre, dec = problems(tiny_llama, three)
+    plan = make_plan(dec, placement=SPLIT)
+    prompts = _prompts(tiny_llama, 1, seed=5)
+    with workers.client() as client:
+        report = generate_tokens(tiny_llama, plan, (pre, dec), client, workers.endpoint, RunOptions(), prompts,
+                                 NEW_TOKENS, verify=True)
+    assert report["verify"]["token_identical"], report["verify"]
+    assert report["measured"]["ttft_s"] > 0 and report["measured"]["decode_token_s"] > 0
+
+
+def test_a_stateful_deployment_without_a_session_group_is_refused(tiny_llama, three, workers) -> None:  # type: ignore[no-untyped-def]
+    pre, _ = problems(tiny_llama, three)
+    plan = tiny_llama.prefill_plan(make_plan(problems(tiny_llama, three)[1], placement=SPLIT))
+    with workers.client() as client, pytest.raises(WorkerError, match="session group"):
+        deploy(client, plan, pre, workers.endpoint, RunOptions(plan_version=40))
+
+
+def test_a_prompt_past_the_context_is_refused_before_anything_is_captured() -> None:
+    with pytest.raises(UserInputError, match=r"context of 2048 positions.*needs 2057"):
+        capture_steps("hf:llama", 2050, 8)
+    with pytest.raises(UserInputError, match="context of 16 positions cannot hold"):
+        capture_steps("hf:gpt2", 10, 8, context=16)
+
+
+def test_prompts_of_another_length_or_outside_the_vocabulary_are_refused(tiny_llama, three, workers) -> None:  # type: ignore[no-untyped-def]
+    pre, dec = problems(tiny_llama, three)
+    plan = make_plan(dec, placement=SPLIT)
+    with workers.client() as client:
+        for prompts, message in (([np.arange(PROMPT_TOKENS + 1)], "captured for 5"),
+                                 ([np.full(PROMPT_TOKENS, tiny_llama.vocab_size)], "vocabulary"),
+                                 (_prompts(tiny_llama, 1), "context of")):
+            new = NEW_TOKENS + 5 if message == "context of" else NEW_TOKENS
+            with pytest.raises(UserInputError, match=message):
+                generate_tokens(tiny_llama, plan, (pre, dec), client, workers.endpoint, RunOptions(), prompts, new)
+
+
+@pytest.mark.slow
+def test_a_device_without_memory_for_its_kv_cache_at_the_context_is_infeasible() -> None:
+    from coinfer.cost import memory_need_bytes
+    from coinfer.files.cluster_file import cluster_from_dict
+    from tests.llm.conftest import THREE
+
+    one_layer = "embed@a | model.layers.0@b | head@c"
+    short = capture_steps("hf:llama", 4, 4, layers=1)  # a context of 7 positions
+    long = capture_steps("hf:llama", 4, 2045, layers=1)  # 2048: 4.2 MB of keys and values in the layer
+    need = memory_need_bytes(make_plan(problems(short, cluster_from_dict(THREE, "3"))[1], placement=one_layer),
+                             problems(short, cluster_from_dict(THREE, "3"))[1])["b"]
+    small = {**THREE, "devices": {**THREE["devices"], "b": {"flops_per_s": 1e10, "memory_bytes": need + 1_000_000}}}
+    cluster = cluster_from_dict(small, "b with 1 MB to spare")
+    for steps in (short, long):
+        pre, dec = problems(steps, cluster)
+        if steps is short:
+            check_fits(steps, make_plan(dec, placement=one_layer), (pre, dec))
+        else:
+            with pytest.raises(InfeasibleError, match=r"context of 2048 positions.*device b needs .* MB but has"):
+                check_fits(steps, make_plan(dec, placement=one_layer), (pre, dec))
