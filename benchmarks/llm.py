@@ -53,11 +53,12 @@ def cluster(n: int, link: str) -> Any:
 
 
 def even_pipeline(model: str, layers: int, n: int) -> str:
+    """Equal shares of the layers, in order; the first device also runs `positions` and `embed`."""
     prefix = LAYER_PREFIX[model]
     bounds = [round(i * layers / n) for i in range(n + 1)]
     parts = []
     for i in range(n):
-        first = "embed" if i == 0 else f"{prefix}.{bounds[i]}"
+        first = "positions" if i == 0 else f"{prefix}.{bounds[i]}"
         last = "head" if i == n - 1 else f"{prefix}.{bounds[i + 1] - 1}"
         parts.append(f"{first}..{last}@pi{i + 1}" if first != last else f"{first}@pi{i + 1}")
     return " | ".join(parts)

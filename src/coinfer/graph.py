@@ -50,7 +50,10 @@ class Node:
 
     `inputs` are ids of producer nodes or names of graph inputs. `outputs` lists the tensors the
     node produces when they are known (a captured graph); `output_bytes` is their total and is what
-    crosses a cut placed after this node.
+    crosses a cut placed after this node. `param_bytes` are the weights the node holds (a weight
+    two nodes read counts once, at the first); `param_read_bytes`, when given, what one run of it
+    reads of weights instead (an embedding gathers a few rows of its table; a tied LM head reads a
+    table another node holds), which is what the roofline streams through memory.
     """
 
     id: str
@@ -63,6 +66,12 @@ class Node:
     module: str = ""
     block: str | None = None
     source_nodes: tuple[str, ...] = ()
+    param_read_bytes: int | None = None  # None: it reads its param_bytes
+
+    @property
+    def weight_bytes_read(self) -> int:
+        """What one run of the node reads of weights (`param_read_bytes`, else `param_bytes`)."""
+        return self.param_bytes if self.param_read_bytes is None else self.param_read_bytes
 
 
 @dataclass(frozen=True)
@@ -270,16 +279,19 @@ def coarsen_to_blocks(graph: Graph) -> Graph:
                 id=key, inputs=inputs, flops=n.flops, output_bytes=out_bytes,
                 param_bytes=n.param_bytes, op=n.op if n.block is None else "block",
                 outputs=outs, module=n.module if n.block is None else key,
-                block=n.block, source_nodes=n.source_nodes or (n.id,),
+                block=n.block, source_nodes=n.source_nodes or (n.id,), param_read_bytes=n.param_read_bytes,
             )
             continue
         m = merged[key]
+        reads = None if m.param_read_bytes is None and n.param_read_bytes is None else \
+            m.weight_bytes_read + n.weight_bytes_read
         merged[key] = replace(
             m,
             inputs=tuple(dict.fromkeys(m.inputs + inputs)),
             flops=m.flops + n.flops,
             output_bytes=m.output_bytes + out_bytes,
             param_bytes=m.param_bytes + n.param_bytes,
+            param_read_bytes=reads,
             outputs=m.outputs + outs,
             source_nodes=m.source_nodes + (n.source_nodes or (n.id,)),
         )

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_full_size_model_across_three_workers(model, layers, three, workers) -> None:  # type: ignore[no-untyped-def]
     steps = capture_steps(model, 16, 24)
     pre, dec = problems(steps, three)
-    plan = make_plan(dec, placement=f"embed..{layers}.3@a | {layers}.4..{layers}.7@b | {layers}.8..head@c")
+    plan = make_plan(dec, placement=f"positions..{layers}.3@a | {layers}.4..{layers}.7@b | {layers}.8..head@c")
     rng = np.random.default_rng(3)
     prompts = [rng.integers(0, steps.vocab_size, 16, dtype=np.int64) for _ in range(2)]
     with workers.client() as client:

@@ -8,7 +8,7 @@ import pytest
 
 from coinfer.cli import main
 
-SPLIT = "embed..transformer.h.0@phone | transformer.h.1@edge"
+SPLIT = "positions..transformer.h.0@phone | transformer.h.1@edge"
 
 
 @pytest.mark.slow
@@ -25,7 +25,7 @@ def test_generate_on_local_workers_is_token_identical_and_its_plan_can_be_saved(
     # the saved plan places the same graph again, and without workers only the prediction is printed
     assert main([*argv, "--plan", str(saved)]) == 0
     out = capsys.readouterr().out
-    assert "embed..transformer.h.0@phone | transformer.h.1@edge | head@cloud" in out and "per new token" in out
+    assert "positions..transformer.h.0@phone | transformer.h.1@edge | head@cloud" in out and "per new token" in out
 
 
 @pytest.mark.parametrize(("argv", "expected"), [

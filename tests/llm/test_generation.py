@@ -15,7 +15,7 @@ from coinfer.runtime.options import RunOptions
 from tests.llm.conftest import NEW_TOKENS, PROMPT_TOKENS, problems
 
 # one layer per device: every decode step crosses two cuts, and every device holds a KV cache
-SPLIT = "embed..model.layers.0@a | model.layers.1@b | model.layers.2..head@c"
+SPLIT = "positions..model.layers.0@a | model.layers.1@b | model.layers.2..head@c"
 
 
 def _prompts(steps, count, seed=1):  # type: ignore[no-untyped-def]
@@ -26,7 +26,12 @@ def _prompts(steps, count, seed=1):  # type: ignore[no-untyped-def]
 def test_prefill_and_decode_graphs_have_the_same_nodes(tiny_llama) -> None:  # type: ignore[no-untyped-def]
     pre, dec = tiny_llama.prefill, tiny_llama.decode
     assert [(n.id, n.inputs) for n in pre.nodes] == [(n.id, n.inputs) for n in dec.nodes]
-    assert [n.id for n in dec.nodes] == ["embed", "model.layers.0", "model.layers.1", "model.layers.2", "head"]
+    assert [n.id for n in dec.nodes] == ["positions", "embed", "model.layers.0", "model.layers.1", "model.layers.2",
+                                         "head"]
+    # every later device reads the positions (mask, rotary tables: about 1 kB a step), only layer 0 the embeddings
+    positions = dec.node("positions")
+    assert positions.output_bytes < 2048 and positions.param_bytes < 1024  # the rotary frequencies, no weights
+    assert [n.id for n in dec.nodes if "embed" in n.inputs] == ["model.layers.0"]
     assert pre.inputs[0].spec.shape == (1, PROMPT_TOKENS) and dec.inputs[0].spec.shape == (1, 1)
 
 
@@ -106,7 +111,7 @@ def test_a_device_without_memory_for_its_kv_cache_at_the_context_is_infeasible()
     from coinfer.files.cluster_file import cluster_from_dict
     from tests.llm.conftest import THREE
 
-    one_layer = "embed@a | model.layers.0@b | head@c"
+    one_layer = "positions..embed@a | model.layers.0@b | head@c"
     short = capture_steps("hf:llama", 4, 4, layers=1)  # a context of 7 positions
     long = capture_steps("hf:llama", 4, 2045, layers=1)  # 2048: 4.2 MB of keys and values in the layer
     need = memory_need_bytes(make_plan(problems(short, cluster_from_dict(THREE, "3"))[1], placement=one_layer),

@@ -54,6 +54,7 @@ def build_nodes(program: Any, run: NodeRun, block_of: BlockOf) -> tuple[Node, ..
     rename, _ = graph_inputs(program)
     ids = _node_ids(kept, reserved=set(rename.values()))
     param_bytes = _param_bytes_by_first_reader(program)
+    read_bytes = _param_bytes_read(program)
 
     def source_of(arg: Any) -> str | None:
         if arg.op == "placeholder":
@@ -76,6 +77,7 @@ def build_nodes(program: Any, run: NodeRun, block_of: BlockOf) -> tuple[Node, ..
             output_bytes=sum(s.size_bytes for s in specs), param_bytes=param_bytes.get(n.name, 0),
             op=_op_name(n.target), outputs=specs, module=_innermost(n),
             block=block_of(module_stack(n)), source_nodes=tuple(p.name for p in parts),
+            param_read_bytes=read_bytes[n.name] if read_bytes.get(n.name, 0) != param_bytes.get(n.name, 0) else None,
         ))
     return tuple(nodes)
 
@@ -146,6 +148,29 @@ def _param_bytes_by_first_reader(program: Any) -> dict[str, int]:
         if readers and spec is not None:
             first = min(readers, key=lambda u: order[u.name])
             out[first.name] = out.get(first.name, 0) + spec.size_bytes
+    return out
+
+
+def _param_bytes_read(program: Any) -> dict[str, int]:
+    """call_function node name -> bytes of weights one run of it reads: every weight it reads whole
+    (a tied weight too, though another node holds it), except that an embedding reads only the rows
+    it gathers (its output's bytes)."""
+    user = set(program.graph_signature.user_inputs)
+    out: dict[str, int] = {}
+    for n in program.graph.nodes:
+        if n.op != "call_function":
+            continue
+        weights = [a for a in n.all_input_nodes if a.op == "placeholder" and a.name not in user]
+        total = 0
+        for w in weights:
+            spec = tensor_spec(w.meta.get("val"))
+            if spec is None:
+                continue
+            gathered = _op_name(n.target) == "aten.embedding" and n.args and n.args[0] is w
+            out_spec = tensor_spec(n.meta.get("val")) if gathered else None
+            total += out_spec.size_bytes if out_spec is not None else spec.size_bytes
+        if total:
+            out[n.name] = total
     return out
 
 

@@ -15,6 +15,9 @@ from coinfer.files.graph_file import graph_from_dict, graph_to_dict, load_graph
 from coinfer.graph import Graph
 
 log = logging.getLogger(__name__)
+# Part of the cache key of captured graphs: raised when capture records more (2: param_read_bytes),
+# so a graph cached by an older coinfer is captured again rather than read without it.
+CAPTURE_FORMAT = 2
 
 
 def cache_dir(args: argparse.Namespace) -> Path:
@@ -77,7 +80,7 @@ def _graph(args: argparse.Namespace) -> Graph:
         raise UserInputError(f"{model!r} is neither a graph JSON file nor a MODEL spec such as "
                              f"torchvision:resnet18 or hf:gpt2")
     options = {"spec": model, "input_shape": args.input_shape, "seq_len": args.seq_len, "seed": args.seed,
-               "layers": args.layers, "granularity": args.granularity}
+               "layers": args.layers, "granularity": args.granularity, "capture": CAPTURE_FORMAT}
     key = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:20]
     cached = cache_dir(args) / "graphs" / f"{key}.json"
     if cached.is_file() and not args.no_cache and not model.startswith(("export:", "onnx:", "python:")):

@@ -24,8 +24,8 @@ def register(sub: Any) -> None:
     p.add_argument("--cluster", required=True, metavar="FILE|PRESET", help="cluster YAML file or preset name")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--plan", metavar="FILE|PLACEMENT", help="a plan JSON (coinfer generate --save-plan), or a "
-                     "one-line placement over the decode graph's nodes, e.g. 'select..transformer.h.5@phone | "
-                     "transformer.h.6..argmax@edge'")
+                     "one-line placement over the decode graph's nodes, e.g. 'positions..transformer.h.5@phone | "
+                     "transformer.h.6..head@edge'")
     how.add_argument("--solver", default=None, help="solver placing the decode graph (default ilp; coinfer plan "
                      "--help lists them)")
     p.add_argument("--objective", default="latency", help="what the solver minimises per decode step (default "

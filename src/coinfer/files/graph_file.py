@@ -54,6 +54,7 @@ class NodeDoc(_Strict):
     flops: float = Field(ge=0)
     output_bytes: float = Field(ge=0)
     param_bytes: float = Field(default=0, ge=0)
+    param_read_bytes: float | None = Field(default=None, ge=0)
     op: str = ""
     tensors: list[TensorDoc] = []
     module: str = ""
@@ -98,6 +99,7 @@ def graph_from_dict(doc: Any, where: str | Path = "<graph>") -> Graph:
             id=n.id, inputs=tuple(n.inputs), flops=float(n.flops), output_bytes=int(n.output_bytes),
             param_bytes=int(n.param_bytes), op=n.op, outputs=tuple(_spec(t) for t in n.tensors),
             module=n.module, block=n.block, source_nodes=tuple(n.source_nodes),
+            param_read_bytes=None if n.param_read_bytes is None else int(n.param_read_bytes),
         )
         for n in parsed.nodes
     ]
@@ -158,6 +160,8 @@ def _tensor(spec: TensorSpec) -> dict[str, Any]:
 def _node(n: Node) -> dict[str, Any]:
     doc: dict[str, Any] = {"id": n.id, "op": n.op, "inputs": list(n.inputs), "flops": n.flops,
                            "param_bytes": n.param_bytes, "output_bytes": n.output_bytes}
+    if n.param_read_bytes is not None:
+        doc["param_read_bytes"] = n.param_read_bytes
     if n.outputs:
         doc["tensors"] = [_tensor(t) for t in n.outputs]
     if n.module:

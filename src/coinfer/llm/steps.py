@@ -7,8 +7,9 @@ nodes (same ids, same edges; checked, not assumed), so one placement places both
 same layers in both, and the KV cache its prefill writes is the one its decode steps read.
 
 Plans are made on the decode graph, at block granularity: a transformer layer is one node, and so
-are the ops before the first layer (`embed`: token and position embeddings, the causal mask, the
-rotary tables) and after the last (`head`: the final norm, the LM head, the argmax). Decode runs
+are the ops before the first layer (`positions`: the causal mask, position ids and rotary tables,
+which every layer reads; `embed`: the token and position embeddings) and after the last (`head`:
+the final norm, the LM head, the argmax). Decode runs
 once per new token, so it dominates a long generation; `prefill_plan` carries the same placement
 over to the prefill graph.
 """
@@ -105,18 +106,38 @@ def capture_steps(spec: str, prompt_tokens: int, max_new_tokens: int, *, context
 
 
 def with_end_blocks(graph: Graph) -> Graph:
-    """`graph` with the nodes before its first block in a block `embed` and those after its last in `head`.
+    """`graph` with the nodes before its first block in two blocks and those after its last in `head`:
+    `positions`, the nodes that do not depend on the token ids (the causal mask, position ids, rotary
+    tables: small, and read by every layer), and `embed`, those that do (the embeddings, whose output
+    only the first layer reads). Kept apart, a cut sends every later device the few bytes of
+    positions, not the hidden state too (the cost model prices a block's outputs as one value).
 
-    A run of consecutive nodes of a topological order is convex (a path between two of them passes
-    only through nodes between them), so contracting it keeps the graph acyclic. Nodes between two
-    blocks stay as they are."""
+    `positions` holds the nodes that do not depend on the token ids and that a layer reads, directly
+    or through other such nodes; the rest (GPT-2's position embedding, read only by the sum with the
+    token embedding, too) is `embed`. Contracting them keeps the graph acyclic: a run of consecutive
+    nodes of a topological order is convex, and no `embed` node feeds a `positions` one.
+    Nodes between two blocks stay as they are."""
     order = [n.block is not None for n in graph.nodes]
     if not any(order):
         return graph
     first, last = order.index(True), len(order) - 1 - order[::-1].index(True)
     names = {b for b in (n.block for n in graph.nodes) if b}
-    embed, head = _free_name("embed", names), _free_name("head", names)
-    nodes = tuple(replace(n, block=embed) if i < first and n.block is None else
+    positions, embed, head = (_free_name(n, names) for n in ("positions", "embed", "head"))
+    before = graph.nodes[:first]
+    tokens = {STEP_INPUTS[0]}  # the token ids, and everything that depends on them
+    for n in before:
+        if tokens.intersection(n.inputs):
+            tokens.add(n.id)
+    readers: dict[str, set[str]] = {}
+    for n in graph.nodes:
+        for src in n.inputs:
+            readers.setdefault(src, set()).add(n.id)
+    ahead = {n.id for n in before}
+    shared: set[str] = set()  # position nodes a layer reads, directly or through other such nodes
+    for n in reversed(before):
+        if n.id not in tokens and any(r not in ahead or r in shared for r in readers.get(n.id, ())):
+            shared.add(n.id)
+    nodes = tuple(replace(n, block=positions if n.id in shared else embed) if i < first and n.block is None else
                   replace(n, block=head) if i > last and n.block is None else n
                   for i, n in enumerate(graph.nodes))
     return replace(graph, nodes=nodes)

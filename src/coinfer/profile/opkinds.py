@@ -101,7 +101,8 @@ def is_grouped_conv(graph: Graph, node: Node) -> bool:
 
 @dataclass(frozen=True)
 class NodeFeatures:
-    """What the predictors see of a node: its kind, FLOPs and the bytes it reads and writes."""
+    """What the predictors see of a node: its kind, FLOPs and the bytes it reads and writes
+    (`param_bytes`: of weights, what one run reads; coinfer.graph.Node.weight_bytes_read)."""
 
     node_id: str
     kind: OpKind
@@ -125,7 +126,7 @@ def node_features(graph: Graph) -> tuple[NodeFeatures, ...]:
             flops=n.flops,
             input_bytes=sum(graph.tensor_bytes(src) for src in dict.fromkeys(n.inputs)),
             output_bytes=n.output_bytes,
-            param_bytes=n.param_bytes,
+            param_bytes=n.weight_bytes_read,
         )
         for n in graph.nodes
     )
