@@ -8,7 +8,9 @@ each case the benchmark captures the prefill and decode step programs, starts on
 device, and generates `--new-tokens` tokens greedily after a `--prompt-tokens` prompt, one session,
 with every stage held to the device's predicted time (emulation) and every link shaped in the
 sending worker. Measured: the prefill's latency (time to first token) and the decode steps' median
-(tokens per second = 1 / that). Bytes per token: what the plan sends across its cuts per decode step
+(tokens per second = 1 / that); then as many sessions as devices at once, whose steps pipeline
+through the stages (tokens per second over all of them, after the prefills; predicted: the decode
+plan's throughput, 1 / its slowest stage or link). Bytes per token: what the plan sends across its cuts per decode step
 (coinfer.cost). KV cache: the bytes of keys and values one session holds on each device, predicted
 from the step program's state and read from the workers while the session is live.
 
@@ -24,6 +26,7 @@ Q80, 34 bytes per 32 values, coinfer float32).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,7 @@ import numpy as np
 from coinfer.api import make_problem
 from coinfer.api import plan as make_plan
 from coinfer.capture.hf import hf_config
+from coinfer.cost import evaluate
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.llm import capture_steps, generate_tokens
 from coinfer.runtime.local import LocalWorkers
@@ -64,16 +68,22 @@ def even_pipeline(model: str, layers: int, n: int) -> str:
     return " | ".join(parts)
 
 
-def run_case(model: str, steps: Any, n: int, link: str, new_tokens: int) -> dict[str, Any]:
+def run_case(model: str, steps: Any, n: int, link: str, new_tokens: int) -> tuple[dict[str, Any], dict[str, Any],
+                                                                              float]:
+    """(one session's report, the report of n sessions at once, the decode plan's predicted throughput)."""
     the_cluster = cluster(n, link)
     pre, dec = make_problem(steps.prefill, the_cluster), make_problem(steps.decode, the_cluster)
     layers = int(hf_config(model, None).num_hidden_layers)
     plan = make_plan(dec, placement=even_pipeline(model, layers, n))
-    prompt = np.random.default_rng(0).integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64) for _ in range(n)]
+    options = RunOptions(emulate=True, timeout_s=300)
     with LocalWorkers(the_cluster.device_names) as workers, workers.client() as client:
-        report = generate_tokens(steps, plan, (pre, dec), client, workers.endpoint,
-                                 RunOptions(emulate=True, timeout_s=300), [prompt], new_tokens, stop_at_eos=False)
-    return report
+        one = generate_tokens(steps, plan, (pre, dec), client, workers.endpoint, options, prompts[:1], new_tokens,
+                              stop_at_eos=False)
+        many = generate_tokens(steps, plan, (pre, dec), client, workers.endpoint, replace(options, plan_version=3),
+                               prompts, new_tokens, stop_at_eos=False)
+    return one, many, evaluate(plan, dec).throughput_rps
 
 
 def dllama_scaled(model: str) -> str:
@@ -92,22 +102,25 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args()
     print("| model | devices | link | plan | TTFT predicted ms | TTFT measured ms | tokens/s predicted | "
-          "tokens/s measured | bytes/token | KV cache per device, predicted MB | KV measured MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "tokens/s measured | bytes/token | KV cache per device, predicted MB | KV held by the workers MB | "
+          "sessions at once | tokens/s all sessions, predicted | tokens/s all sessions, measured |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         steps = capture_steps(f"hf:{model}", args.prompt_tokens, args.new_tokens)
         for link in args.links.split(","):
             for n in (int(d) for d in args.devices.split(",")):
                 if n == 1 and link != args.links.split(",")[0]:
                     continue  # one device sends nothing: the link does not matter
-                r = run_case(model, steps, n, link, args.new_tokens)
+                r, many, throughput = run_case(model, steps, n, link, args.new_tokens)
                 p, m, kv = r["predicted"], r["measured"], r["kv_cache_bytes"]
+                decode_s = many["elapsed_s"] - many["measured"]["ttft_s"]  # the sessions' prefills overlap
+                rate = (many["generated_tokens"] - many["sessions"]) / decode_s
                 kv_predicted = " / ".join(f"{k['predicted_per_session'] / 1e6:.1f}" for k in kv.values())
                 kv_measured = " / ".join(f"{k['measured_all_sessions'] / 1e6:.1f}" for k in kv.values())
                 print(f"| {model} | {n} | {link if n > 1 else '-'} | `{r['plan']}` | {p['ttft_s'] * 1e3:.0f} | "
                       f"{m['ttft_s'] * 1e3:.0f} | {1 / p['decode_token_s']:.2f} | {1 / m['decode_token_s']:.2f} | "
                       f"{p['wire_bytes_per_token']:,} | "
-                      f"{kv_predicted} | {kv_measured} |", flush=True)
+                      f"{kv_predicted} | {kv_measured} | {n} | {throughput:.2f} | {rate:.2f} |", flush=True)
         print(f"\ndistributed-llama's tensor-parallel bytes per token scaled to {model}: {dllama_scaled(model)}\n")
 
 

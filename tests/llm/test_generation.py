@@ -125,3 +125,23 @@ def test_a_device_without_memory_for_its_kv_cache_at_the_context_is_infeasible()
         else:
             with pytest.raises(InfeasibleError, match=r"context of 2048 positions.*device b needs .* MB but has"):
                 check_fits(steps, make_plan(dec, placement=one_layer), (pre, dec))
+
+
+@pytest.mark.slow
+def test_an_int8_hidden_state_is_decoded_on_the_next_device_and_agreement_is_reported(  # type: ignore[no-untyped-def]
+        tiny_llama, three, workers) -> None:
+    from dataclasses import replace
+
+    from coinfer.codec_model import parse_codec
+
+    pre, dec = problems(tiny_llama, three)
+    plan = replace(make_plan(dec, placement=SPLIT), codecs={("a", "b"): parse_codec("int8"),
+                                                            ("b", "c"): parse_codec("fp16")})
+    with workers.client() as client:
+        report = generate_tokens(tiny_llama, plan, (pre, dec), client, workers.endpoint, RunOptions(plan_version=50),
+                                 _prompts(tiny_llama, 2, seed=9), NEW_TOKENS, stop_at_eos=False, verify=True)
+    assert report["failed"] == 0 and all(len(o["tokens"]) == NEW_TOKENS for o in report["outputs"])
+    for a in report["verify"]["agreement"]:
+        assert 0 <= a["tokens_before_first_difference"] <= NEW_TOKENS and 0.0 <= a["equal_share"] <= 1.0
+    # int8 (1 byte a value plus a scale and offset) where raw float32 would be 4 bytes a value
+    assert report["predicted"]["wire_bytes_per_token"] < 3 * 768 + 2 * 1100

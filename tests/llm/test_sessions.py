@@ -75,3 +75,35 @@ def test_idle_sessions_expire_and_a_group_goes_with_its_last_deployment() -> Non
     assert "g" in s.groups  # the decode deployment still names it
     s.leave(2)
     assert s.groups == {}
+
+
+@pytest.mark.parametrize(("states", "session", "message"), [
+    ({"k": {"shape": [1, 4], "dtype": "float32"}}, None, "must name a session group"),
+    ({"k": {"shape": [1, -4], "dtype": "float32"}}, {"group": "g", "max_sessions": 1}, "give shape"),
+    ({"k": {"shape": [1] * 17, "dtype": "float32"}}, {"group": "g", "max_sessions": 1}, "give shape"),
+    ({"k": {"shape": [4], "dtype": "object"}}, {"group": "g", "max_sessions": 1}, "give shape"),
+    ({"k": {"shape": [4], "dtype": "float32", "fill": "os.system"}}, {"group": "g", "max_sessions": 1}, "give shape"),
+    ([1, 2], {"group": "g", "max_sessions": 1}, "must be an object"),
+])
+def test_a_deploy_message_declares_state_the_worker_checks_before_making_any(states, session, message) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from coinfer.runtime.worker.deployment import DeploymentError, SessionDoc, _state_docs
+
+    doc = SimpleNamespace(program={"kind": "torch", "states": states},
+                          session=None if session is None else SessionDoc(**session))
+    with pytest.raises(DeploymentError, match=message):
+        _state_docs(doc, "deploy")  # type: ignore[arg-type]
+
+
+def test_a_session_group_is_named_plainly_and_bounded() -> None:
+    from pydantic import ValidationError
+
+    from coinfer.runtime.worker.deployment import SessionDoc
+    from coinfer.runtime.worker.sessions import MAX_SESSIONS
+
+    SessionDoc(group="gen-0123abcd", max_sessions=MAX_SESSIONS)
+    for bad in ({"group": "../x", "max_sessions": 1}, {"group": "g", "max_sessions": MAX_SESSIONS + 1},
+                {"group": "g", "max_sessions": 0}, {"group": "", "max_sessions": 1}):
+        with pytest.raises(ValidationError):
+            SessionDoc(**bad)

@@ -28,8 +28,14 @@ def register(sub: Any) -> None:
                      "transformer.h.6..head@edge'")
     how.add_argument("--solver", default=None, help="solver placing the decode graph (default ilp; coinfer plan "
                      "--help lists them)")
-    p.add_argument("--objective", default="latency", help="what the solver minimises per decode step (default "
-                   "latency: time per token)")
+    p.add_argument("--objective", default="time-per-token", help="what the solver optimises: time-per-token "
+                   "(default; one decode step), ttft (time to first token: the prefill), tokens-per-s (with many "
+                   "sessions the stages pipeline: the slowest sets the pace), energy-per-token, or any objective of "
+                   "coinfer plan on the decode step")
+    p.add_argument("--codec", action="append", default=[], metavar="[SOURCE->TARGET=]CODEC",
+                   help="encode what crosses a link (the hidden state): fp16, int8, int8-channel, +lz4/+zstd; for "
+                   "every link, or one directed link (repeatable). Lossy codecs change tokens: --verify then "
+                   "reports how many agree")
     p.add_argument("--prompt-tokens", type=int, default=32, metavar="N", help="prompt length (default 32)")
     p.add_argument("--prompt-ids", metavar="ID,ID,...", help="the prompt's token ids (default: N seeded random ids)")
     p.add_argument("--max-new-tokens", type=int, default=32, metavar="M", help="tokens to generate (default 32)")
@@ -65,6 +71,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import coinfer
     from coinfer.llm import capture_steps
+    from coinfer.llm.planning import generation_problems
     from coinfer.llm.steps import check_fits
 
     _check_counts(args)
@@ -72,9 +79,14 @@ def run(args: argparse.Namespace) -> int:
     steps = capture_steps(args.model, prompts[0].size, args.max_new_tokens, context=args.context, layers=args.layers,
                           seed=args.seed, weights=args.weights)
     cluster = coinfer.load_cluster(args.cluster)
-    problems = (coinfer.make_problem(steps.prefill, cluster, objective=args.objective),
-                coinfer.make_problem(steps.decode, cluster, objective=args.objective))
-    plan = _decode_plan(args, steps, problems[1])
+    problems = generation_problems(steps, cluster, args.objective)
+    plan = _decode_plan(args, steps, problems)
+    if args.codec:
+        from dataclasses import replace
+
+        from coinfer.cli.plan_cmd import codecs_from_args
+
+        plan = replace(plan, codecs=codecs_from_args(args.codec, cluster))
     check_fits(steps, plan, problems)
     if args.save_plan:
         from coinfer.files.plan_file import save_plan
@@ -89,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         print(generation_report(report))
-    ok = report["failed"] == 0 and report.get("verify", {}).get("token_identical", True)
+    lossy = any(c.quantise != "none" for c in plan.codecs.values())  # then --verify measures agreement
+    ok = report["failed"] == 0 and (lossy or report.get("verify", {}).get("token_identical", True))
     return 0 if ok else 1
 
 
@@ -124,8 +137,8 @@ def _prompts(args: argparse.Namespace) -> list[np.ndarray]:
     return [rng.integers(0, vocab, args.prompt_tokens, dtype=np.int64) for _ in range(args.sessions)]
 
 
-def _decode_plan(args: argparse.Namespace, steps: Any, problem: Any) -> Any:
-    import coinfer
+def _decode_plan(args: argparse.Namespace, steps: Any, problems: Any) -> Any:
+    from coinfer.llm.planning import plan_generation
     from coinfer.plan import Plan
 
     if args.plan and Path(args.plan).is_file():
@@ -138,9 +151,7 @@ def _decode_plan(args: argparse.Namespace, steps: Any, problem: Any) -> Any:
                                  f"{steps.context}; write it with coinfer generate --save-plan for the same model, "
                                  "--layers and context")
         return Plan(steps.decode, dict(loaded.placement), loaded.solver, codecs=dict(loaded.codecs))
-    if args.plan:
-        return coinfer.plan(problem, placement=args.plan)
-    return coinfer.plan(problem, solver=args.solver or "ilp")
+    return plan_generation(steps, problems, solver=args.solver, placement=args.plan, objective=args.objective)
 
 
 def _execute(args: argparse.Namespace, steps: Any, plan: Any, problems: tuple[Any, Any],

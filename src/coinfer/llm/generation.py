@@ -236,17 +236,22 @@ def predicted_kv_bytes(steps: StepGraphs, plan: Plan) -> dict[str, int]:
 
 
 def _verify(sessions: list[Session], expected: Sequence[Sequence[int]]) -> dict[str, Any]:
-    """Every session's tokens against the reference's; a cancelled session's must be its beginning."""
-    mismatches = []
+    """Every session's tokens against the reference's (a cancelled session's: the reference's beginning),
+    and how far they agree: the tokens before the first difference, and the share of positions equal
+    (what a lossy codec on the hidden state costs)."""
+    mismatches, agreement = [], []
     for s, full in zip(sessions, expected, strict=True):
         want = list(full)[:len(s.tokens)] if s.ended == "cancelled" else list(full)
+        pairs = list(zip(s.tokens, want, strict=False))
+        lead = next((i for i, (a, b) in enumerate(pairs) if a != b), len(pairs))
+        agreement.append({"session": s.index, "tokens_before_first_difference": lead,
+                          "equal_share": sum(a == b for a, b in pairs) / max(1, len(want))})
         if s.tokens != want:
-            at = next((i for i, (a, b) in enumerate(zip(s.tokens, want, strict=False)) if a != b),
-                      min(len(s.tokens), len(want)))
-            mismatches.append({"session": s.index, "first_difference_at": at, "got": s.tokens[at:at + 5],
-                               "expected": want[at:at + 5], "got_tokens": len(s.tokens), "expected_tokens": len(want)})
-    return {"token_identical": not mismatches, "mismatches": mismatches, "reference": "transformers generate "
-            "(greedy, do_sample=False) on the same model and prompt"}
+            mismatches.append({"session": s.index, "first_difference_at": lead, "got": s.tokens[lead:lead + 5],
+                               "expected": want[lead:lead + 5], "got_tokens": len(s.tokens),
+                               "expected_tokens": len(want)})
+    return {"token_identical": not mismatches, "mismatches": mismatches, "agreement": agreement,
+            "reference": "transformers generate (greedy, do_sample=False) on the same model and prompt"}
 
 
 def _median(values: Sequence[float]) -> float | None:

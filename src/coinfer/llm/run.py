@@ -12,7 +12,8 @@ them. For workers on other machines use `generate_tokens` with a `Client` (coinf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,25 +21,27 @@ import numpy as np
 from coinfer.cluster import Cluster
 from coinfer.errors import UserInputError
 from coinfer.llm.generation import OnToken, generate_tokens
+from coinfer.llm.planning import generation_problems, plan_generation
 from coinfer.llm.steps import capture_steps, check_fits
 
 
 def generate(model: str, cluster: str | Cluster, *, placement: str | None = None, solver: str | None = None,
              prompt_tokens: int = 32, prompts: Sequence[Sequence[int]] | None = None, max_new_tokens: int = 32,
              sessions: int = 1, context: int | None = None, layers: int | None = None, seed: int = 0,
-             weights: str | None = None, objective: str = "latency", verify: bool = False, emulate: bool = True,
+             weights: str | None = None, objective: str = "time-per-token", codecs: Mapping[str, str] | None = None,
+             verify: bool = False, emulate: bool = True,
              stop_at_eos: bool = True, on_token: OnToken | None = None, threads: int = 1,
              timeout_s: float = 60.0) -> dict[str, Any]:
     """Generate on local workers and return the report (`coinfer generate --json`'s). `prompts` gives the
     prompts' token ids (all of one length); without it, `sessions` seeded random prompts of
-    `prompt_tokens` ids. `on_token(session, token)` returning False cancels that session."""
+    `prompt_tokens` ids. `objective` is one of coinfer.llm.planning's (time-per-token, ttft, tokens-per-s,
+    energy-per-token) or the cost model's; `codecs` maps "SOURCE->TARGET" to a codec ("int8") for what
+    crosses that link. `on_token(session, token)` returning False cancels that session."""
     import coinfer
     from coinfer.runtime.deploy import taking_part
     from coinfer.runtime.local import LocalWorkers
     from coinfer.runtime.options import RunOptions
 
-    if placement is not None and solver is not None:
-        raise UserInputError("give either a placement or a solver, not both")
     lengths = {len(p) for p in prompts} if prompts is not None else {prompt_tokens}
     if len(lengths) != 1:
         raise UserInputError(f"the prompts have {len(lengths)} different lengths; give prompts of one length")
@@ -50,10 +53,12 @@ def generate(model: str, cluster: str | Cluster, *, placement: str | None = None
     else:
         arrays = [np.asarray(p, dtype=np.int64) for p in prompts]
     the_cluster = coinfer.load_cluster(cluster) if isinstance(cluster, str) else cluster
-    problems = (coinfer.make_problem(steps.prefill, the_cluster, objective=objective),
-                coinfer.make_problem(steps.decode, the_cluster, objective=objective))
-    plan = coinfer.plan(problems[1], placement=placement) if placement is not None else \
-        coinfer.plan(problems[1], solver=solver or "ilp")
+    problems = generation_problems(steps, the_cluster, objective)
+    plan = plan_generation(steps, problems, solver=solver, placement=placement, objective=objective)
+    if codecs:
+        from coinfer.files.plan_file import link_codecs
+
+        plan = replace(plan, codecs=link_codecs(dict(codecs), the_cluster, "codecs"))
     check_fits(steps, plan, problems)
     options = RunOptions(emulate=emulate, timeout_s=timeout_s, recover=False)
     with LocalWorkers(taking_part(plan, problems[1]), threads) as workers, workers.client() as client:

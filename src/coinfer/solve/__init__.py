@@ -22,6 +22,7 @@ from coinfer.solve.ftp import ftp
 from coinfer.solve.genetic import genetic
 from coinfer.solve.hpa import hpa
 from coinfer.solve.ilp import ilp
+from coinfer.solve.memory_share import memory_share
 from coinfer.solve.neurosurgeon import neurosurgeon
 from coinfer.solve.pareto import pareto
 from coinfer.solve.pipeline_dp import pipeline_dp
@@ -49,10 +50,11 @@ _FUNCTIONS: Mapping[str, Solver] = {
     "vsm": vsm,
     "coedge": coedge,
     "tiling-brute-force": tiling_brute_force,
+    "exo": memory_share,
 }
 # These cost whole plans with cost.evaluate, or (pareto) fold each of their own objectives.
 _COUNT_WAITING_THEMSELVES = frozenset({"origin-only", "server-only", "brute-force", "pareto", "ftp", "vsm", "coedge",
-                                       "tiling-brute-force"})
+                                       "tiling-brute-force", "exo"})
 
 SOLVERS: Mapping[str, Solver] = {
     name: pricing(name, fn if name in _COUNT_WAITING_THEMSELVES else folding(name, fn))

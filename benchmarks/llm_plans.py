@@ -1,0 +1,81 @@
+"""Generation plans compared on the same clusters: coinfer's solvers under each LLM objective, exo's
+memory-proportional split, and the throughput-optimal pipeline (`pipeline-dp`), all priced by one
+cost model.
+
+For each cluster and model (prompt `--prompt-tokens`, `--new-tokens` new ones) it prints, per plan,
+the predicted time to first token, time per new token (one session), tokens per second with many
+sessions in flight (the pipeline's bottleneck), energy per new token, bytes on the wire per token,
+and whether every device holds its weights and one session's KV cache. Predicted, not measured:
+`benchmarks/llm.py` measures plans on workers.
+
+    .venv/bin/python benchmarks/llm_plans.py [--models gpt2,llama] [--clusters pi-laptop-desktop,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from coinfer.cost import evaluate
+from coinfer.errors import CoinferError
+from coinfer.files.cluster_file import cluster_from_dict, load_cluster
+from coinfer.llm import capture_steps
+from coinfer.llm.planning import generation_problems, plan_generation
+
+# Three Raspberry Pis of different memory on one switch (exo's home setting): memory shares are not
+# speed shares.
+PIS = {"devices": {"pi4-4g": {"device": "rpi4b", "memory_bytes": 4e9, "origin": True},
+                   "pi5-8g": {"device": "rpi5", "memory_bytes": 8e9},
+                   "pi4-8g": {"device": "rpi4b", "memory_bytes": 8e9}},
+       "links": [{"between": [a, b], "bandwidth_bits_per_s": 1e9, "latency_s": 0.0003}
+                 for a, b in (("pi4-4g", "pi5-8g"), ("pi5-8g", "pi4-8g"), ("pi4-4g", "pi4-8g"))]}
+CANDIDATES = [  # (label, solver, objective)
+    ("ilp, time per token", "ilp", "time-per-token"),
+    ("ilp, time to first token", "ilp", "ttft"),
+    ("ilp, energy per token", "ilp", "energy-per-token"),
+    ("pipeline-dp (throughput)", "pipeline-dp", "tokens-per-s"),
+    ("exo (memory shares)", "exo", "time-per-token"),
+    ("origin only", "origin-only", "time-per-token"),
+]
+
+
+def cluster_named(name: str) -> Any:
+    return cluster_from_dict(PIS, "three-pis") if name == "three-pis" else load_cluster(name)
+
+
+def row(label: str, steps: Any, cluster: Any, solver: str, objective: str) -> list[str]:
+    problems = generation_problems(steps, cluster, objective)
+    try:
+        plan = plan_generation(steps, problems, solver=solver, objective=objective)
+    except CoinferError as exc:
+        return [label, "-", "-", "-", "-", "-", "-", f"no plan: {str(exc)[:60]}"]
+    pre, dec = generation_problems(steps, cluster)  # every plan costed under the same problems
+    p, d = evaluate(steps.prefill_plan(plan), pre), evaluate(plan, dec)
+    energy = evaluate(plan, generation_problems(steps, cluster, "energy-per-token")[1]).energy_j
+    fits = "yes" if p.feasible and d.feasible else "NO: " + "; ".join(v.message for v in (*p.violations,
+                                                                                          *d.violations))[:60]
+    return [label, f"{p.latency_s * 1e3:.0f}", f"{d.latency_s * 1e3:.1f}", f"{d.throughput_rps:.1f}",
+            f"{energy:.2f}", f"{d.wire_bytes:,}", fits, f"`{plan}`"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="gpt2,llama")
+    parser.add_argument("--clusters", default="three-pis,pi-laptop-desktop,phone-edge-cloud")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    args = parser.parse_args()
+    for model in args.models.split(","):
+        steps = capture_steps(f"hf:{model}", args.prompt_tokens, args.new_tokens)
+        for name in args.clusters.split(","):
+            cluster = cluster_named(name)
+            print(f"\n#### {model} on {name}: prompt {args.prompt_tokens}, {args.new_tokens} new tokens\n")
+            print("| plan | TTFT ms | ms per token | tokens/s, many sessions | J per token | bytes/token | fits | "
+                  "placement |")
+            print("|---|---|---|---|---|---|---|---|")
+            for label, solver, objective in CANDIDATES:
+                print("| " + " | ".join(row(label, steps, cluster, solver, objective)) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
