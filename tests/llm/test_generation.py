@@ -145,3 +145,26 @@ def test_an_int8_hidden_state_is_decoded_on_the_next_device_and_agreement_is_rep
         assert 0 <= a["tokens_before_first_difference"] <= NEW_TOKENS and 0.0 <= a["equal_share"] <= 1.0
     # int8 (1 byte a value plus a scale and offset) where raw float32 would be 4 bytes a value
     assert report["predicted"]["wire_bytes_per_token"] < 3 * 768 + 2 * 1100
+
+
+@pytest.mark.slow
+def test_the_users_trained_weights_travel_with_the_deployment(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A state dict other than the seed's (saved as a user would) runs across two workers, token-identical to
+    transformers with the same weights, and gives other tokens than the seed's weights."""
+    import safetensors.torch
+    import torch
+    import transformers
+
+    from coinfer.capture.hf import hf_config
+    from coinfer.llm import generate
+
+    torch.manual_seed(123)
+    trained = transformers.GPT2LMHeadModel(hf_config("gpt2", 2, use_cache=True)).eval()
+    path = tmp_path / "trained.safetensors"
+    safetensors.torch.save_file({k: v.contiguous().clone() for k, v in trained.state_dict().items()}, str(path))
+    common = {"layers": 2, "prompt_tokens": 4, "max_new_tokens": 6, "stop_at_eos": False, "emulate": False}
+    theirs = generate("hf:gpt2", "phone-edge-cloud", weights=str(path), verify=True,
+                      placement="positions..transformer.h.0@phone | transformer.h.1..head@edge", **common)
+    seeds = generate("hf:gpt2", "phone-edge-cloud", placement="positions..head@phone", **common)
+    assert theirs["verify"]["token_identical"]
+    assert theirs["outputs"][0]["tokens"] != seeds["outputs"][0]["tokens"]
