@@ -174,6 +174,7 @@ def _recovering(plan: Plan, problem: Problem, options: RunOptions,
             yield workers, client, recovery, tuple(replies["a"]["results"])
 
 
+@pytest.mark.slow  # real workers for 10-20 s: the slow tier keeps the fast one under 10 minutes
 def test_a_killed_worker_costs_a_replay_never_a_request_and_is_readmitted_when_back() -> None:
     plan, problem = _slow_b_problem(HOPPING)
     x = example_inputs(problem.graph, seed=4)
@@ -202,6 +203,7 @@ def test_a_killed_worker_costs_a_replay_never_a_request_and_is_readmitted_when_b
         _exactly_once_and_identical(last, 10, first_id, expected)
 
 
+@pytest.mark.slow  # real workers for 10-20 s: the slow tier keeps the fast one under 10 minutes
 def test_losing_the_origin_ends_the_run_saying_so() -> None:
     plan, problem = tiny_problem("cnn", HOPPING)
     x = example_inputs(problem.graph, seed=4)
@@ -278,6 +280,7 @@ def test_a_lost_primary_fails_over_to_its_standby_without_a_re_solve() -> None:
     assert first_after and first_after[0] - killed_at[0] < 2.0  # the target with a replica
 
 
+@pytest.mark.slow  # real workers for 10-20 s: the slow tier keeps the fast one under 10 minutes
 def test_the_run_report_says_what_recovery_did(plan_file: Any, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 

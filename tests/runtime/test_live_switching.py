@@ -39,6 +39,7 @@ class Rotate:
         return Decision(self.plans[nxt], nxt, f"rotation {nxt}", probe_links=(("a", "c"),))
 
 
+@pytest.mark.slow  # 16 s of live switches: the slow tier keeps the fast one under 10 minutes
 def test_switching_every_few_requests_loses_nothing_and_stays_bit_identical(workers: LocalWorkers) -> None:
     static, problem = tiny_problem("cnn", PLANS[0])
     plans = tuple(parse_plan(p, problem.graph, DEVICES) for p in PLANS)
