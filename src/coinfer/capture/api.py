@@ -20,6 +20,7 @@ from coinfer.capture.exporting import export_program
 from coinfer.capture.flops import run_nodes
 from coinfer.capture.models import build, load_exported
 from coinfer.capture.spec import ParsedSpec, parse_spec
+from coinfer.capture.tensors import tensor_spec
 from coinfer.errors import ModelSpecError
 from coinfer.graph import Graph, ModelSource, coarsen_to_blocks
 
@@ -84,14 +85,17 @@ def _capture_torch(parsed: ParsedSpec, spec: str, input_shape: tuple[int, ...] |
 
 
 def capture_step(spec: str, tokens: int, context: int, *, seed: int = 0, layers: int | None = None,
-                 weights: str | None = None) -> Graph:
+                 weights: str | None = None) -> tuple[Graph, dict[str, int]]:
     """The op-granularity Graph of a causal LM's step program (coinfer.capture.causal_lm): `tokens` new
-    tokens over a KV cache of `context` positions. Its source says so (options `step_tokens` and
-    `context`), so the runtime rebuilds the same step program from it."""
+    tokens over a KV cache of `context` positions; and per node, the bytes of state it holds (its KV
+    cache, which a step writes in place: one session's, counted in the node's `param_bytes`). The
+    graph's source says what it is (options `step_tokens` and `context`), so the runtime rebuilds the
+    same step program from it."""
     parsed = parse_spec(spec)
     if parsed.kind != "hf":
         raise ModelSpecError(f"generation runs hf: causal language models (hf:gpt2, hf:llama), not {spec}")
     from coinfer.capture.causal_lm import build_step
+    from coinfer.capture.mutation import written_placeholders
 
     options: dict[str, str | int] = {"step_tokens": tokens, "context": context}
     if layers is not None:
@@ -105,7 +109,17 @@ def capture_step(spec: str, tokens: int, context: int, *, seed: int = 0, layers:
         from coinfer.capture.weights import with_weights
 
         graph = with_weights(graph, weights)
-    return graph
+    user = set(program.graph_signature.user_inputs)
+    weights_in = {n.name for n in program.graph.nodes if n.op == "placeholder" and n.name not in user}
+    owner = {s: node.id for node in graph.nodes for s in node.source_nodes}
+    order = {n.name: i for i, n in enumerate(program.graph.nodes)}
+    state: dict[str, int] = {}
+    for p in (n for n in program.graph.nodes if n.name in written_placeholders(program, weights_in)):
+        first = min((u for u in p.users if u.op == "call_function"), key=lambda u: order[u.name])
+        spec_of = tensor_spec(p.meta.get("val"))
+        node = owner[first.name]
+        state[node] = state.get(node, 0) + (spec_of.size_bytes if spec_of is not None else 0)
+    return graph, state
 
 
 def graph_from_program(program: Any, inputs: tuple[Any, ...], name: str,

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     _check_counts(args)
     prompts = _prompts(args)
     steps = capture_steps(args.model, prompts[0].size, args.max_new_tokens, context=args.context, layers=args.layers,
-                          seed=args.seed, weights=args.weights)
+                          seed=args.seed, weights=args.weights).for_sessions(len(prompts))
     cluster = coinfer.load_cluster(args.cluster)
     problems = generation_problems(steps, cluster, args.objective)
     plan = _decode_plan(args, steps, problems)

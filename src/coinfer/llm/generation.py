@@ -19,6 +19,7 @@ tokens Hugging Face's `generate(do_sample=False)` gives for the same model and p
 from __future__ import annotations
 
 import contextlib
+import logging
 import statistics
 import time
 import uuid
@@ -38,6 +39,7 @@ from coinfer.runtime.deploy import deploy, taking_part
 from coinfer.runtime.options import ClientAddress, Endpoint, Progress, RunOptions, SessionGroup
 from coinfer.runtime.worker.sessions import MAX_SESSIONS, step_request_id
 
+log = logging.getLogger(__name__)
 OnToken = Callable[[int, int], bool]  # (session index, token) -> keep going
 
 
@@ -68,6 +70,8 @@ def generate_tokens(steps: StepGraphs, plan: Plan, problems: tuple[Problem, Prob
     one cluster. `options` is how to run (emulation, shaping, timeouts, plan version)."""
     prefill_problem, decode_problem = problems
     _check_prompts(steps, prompts, max_new_tokens)
+    if len(prompts) > steps.sessions:
+        log.info("%d sessions on plans that hold the KV cache of %d", len(prompts), steps.sessions)
     prefill_plan = steps.prefill_plan(plan)
     group = SessionGroup(f"gen-{uuid.uuid4().hex[:16]}", max_sessions=len(prompts))
     first = replace(options, session=group, weights=None)
@@ -222,16 +226,12 @@ def _report(steps: StepGraphs, plan: Plan, prefill_plan: Plan, problems: tuple[P
 
 
 def predicted_kv_bytes(steps: StepGraphs, plan: Plan) -> dict[str, int]:
-    """Per device, the bytes of state (KV cache) one session holds there: the step program's state
-    tensors of the nodes the device runs (coinfer.runtime.packaging.torch_program finds them)."""
-    from coinfer.runtime.packaging import packager_for
-
-    program = packager_for(steps.decode).torch
-    owner = {op.name: op.owner for op in program.index.ops}  # the graph's node ids (blocks, at block granularity)
-    held = {(plan.placement[owner[op]], ref) for op, refs in program.state_reads.items() for ref in refs}
+    """Per device, the bytes of state (KV cache) one session holds there: the state of the nodes the
+    device runs (coinfer.capture.api.capture_step finds it: the tensors a step writes in place)."""
     out: dict[str, int] = {}
-    for device, ref in held:
-        out[device] = out.get(device, 0) + program.states[ref].size_bytes
+    for node, size in steps.state_bytes.items():
+        device = plan.placement[node]
+        out[device] = out.get(device, 0) + size
     return out
 
 

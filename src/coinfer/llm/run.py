@@ -52,6 +52,7 @@ def generate(model: str, cluster: str | Cluster, *, placement: str | None = None
         arrays = [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64) for _ in range(sessions)]
     else:
         arrays = [np.asarray(p, dtype=np.int64) for p in prompts]
+    steps = steps.for_sessions(len(arrays))  # every device's memory holds each session's KV cache
     the_cluster = coinfer.load_cluster(cluster) if isinstance(cluster, str) else cluster
     problems = generation_problems(steps, the_cluster, objective)
     plan = plan_generation(steps, problems, solver=solver, placement=placement, objective=objective)

@@ -16,7 +16,8 @@ over to the prefill graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from coinfer.errors import InfeasibleError, UserInputError
@@ -39,6 +40,26 @@ class StepGraphs:
     seed: int = 0
     layers: int | None = None
     weights: str | None = None
+    state_bytes: Mapping[str, int] = field(default_factory=dict)  # node -> one session's KV cache bytes
+    sessions: int = 1  # the sessions the graphs' memory holds the KV cache of
+
+    def for_sessions(self, sessions: int) -> StepGraphs:
+        """These step graphs with the KV cache of `sessions` sessions in each node's memory
+        (`param_bytes`), what the memory constraint then holds; what a step reads stays one session's
+        (`param_read_bytes`), so every time is unchanged."""
+        if sessions < 1:
+            raise UserInputError(f"give at least one session, not {sessions}")
+        extra = sessions - self.sessions
+
+        def held(graph: Graph) -> Graph:
+            nodes = tuple(replace(n, param_bytes=n.param_bytes + extra * self.state_bytes[n.id],
+                                  param_read_bytes=n.weight_bytes_read) if self.state_bytes.get(n.id) else n
+                          for n in graph.nodes)
+            return replace(graph, nodes=nodes)
+
+        if extra == 0:
+            return self
+        return replace(self, prefill=held(self.prefill), decode=held(self.decode), sessions=sessions)
 
     @property
     def config(self) -> Any:
@@ -96,13 +117,20 @@ def capture_steps(spec: str, prompt_tokens: int, max_new_tokens: int, *, context
         raise UserInputError(f"{spec} has a context of {limit} positions; --context {context} is beyond it")
     if granularity not in ("block", "op"):
         raise UserInputError(f"granularity must be 'block' or 'op', not {granularity!r}")
-    graphs = []
+    graphs: list[Graph] = []
+    state: dict[str, int] = {}
     for tokens in (prompt_tokens, 1):
-        graph = capture_step(spec, tokens, context, seed=seed, layers=layers, weights=weights)
-        graphs.append(coarsen_to_blocks(with_end_blocks(graph)) if granularity == "block" else graph)
+        graph, state = capture_step(spec, tokens, context, seed=seed, layers=layers, weights=weights)
+        if granularity == "block":
+            graph = with_end_blocks(graph)
+            block = {n.id: n.block or n.id for n in graph.nodes}
+            state = {b: sum(v for n, v in state.items() if block[n] == b) for b in set(block.values())}
+            graph = coarsen_to_blocks(graph)
+        graphs.append(graph)
     prefill, decode = graphs
     _check_same_nodes(prefill, decode, spec)
-    return StepGraphs(spec, prefill, decode, prompt_tokens, context, seed, layers, weights)
+    return StepGraphs(spec, prefill, decode, prompt_tokens, context, seed, layers, weights,
+                      {n: b for n, b in state.items() if b})
 
 
 def with_end_blocks(graph: Graph) -> Graph:
@@ -160,13 +188,15 @@ def _check_same_nodes(prefill: Graph, decode: Graph, spec: str) -> None:
 
 
 def check_fits(steps: StepGraphs, plan: Plan, problems: tuple[Problem, Problem]) -> None:
-    """InfeasibleError when a device cannot hold its weights and one session's KV cache at this context
-    (the step graphs count the cache among their nodes' parameters), naming the bytes on each side."""
+    """InfeasibleError when a device cannot hold its weights and the KV cache of `steps.sessions`
+    sessions at this context (the step graphs count the cache among their nodes' parameters,
+    `StepGraphs.for_sessions`), naming the bytes on each side."""
     from coinfer.cost import evaluate
 
     for graph_plan, problem in ((steps.prefill_plan(plan), problems[0]), (plan, problems[1])):
         short = [v.message for v in evaluate(graph_plan, problem).violations if v.kind == "memory"]
         if short:
+            sessions = "one session" if steps.sessions == 1 else f"{steps.sessions} sessions"
             raise InfeasibleError(f"{steps.spec} at a context of {steps.context} positions (weights plus the KV "
-                                  f"cache of one session): {'; '.join(short)}; place fewer layers there, or ask for "
-                                  "a shorter context")
+                                  f"cache of {sessions}): {'; '.join(short)}; place fewer layers there, or ask for "
+                                  "a shorter context or fewer sessions")

@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from coinfer.capture.mutation import written_positions
 from coinfer.errors import WireError
 
 GETITEM = "operator.getitem"
@@ -75,18 +76,6 @@ def _target_name(target: Any) -> str | None:
     if namespace != "aten" or packet is None or overload is None:
         return None
     return f"aten.{packet.__name__}.{overload}"
-
-
-def written_positions(target: Any) -> set[int | str]:
-    """The argument positions (and keyword names) an op writes into, from its schema's alias info."""
-    schema = getattr(target, "_schema", None)
-    if schema is None:
-        return set()
-    out: set[int | str] = set()
-    for i, arg in enumerate(schema.arguments):
-        if arg.alias_info is not None and arg.alias_info.is_write:
-            out.update({i, arg.name})
-    return out
 
 
 def _encode_literal(value: Any, where: str) -> Any:

@@ -32,12 +32,13 @@ from typing import Any
 from coinfer.capture.api import build_model, load_program
 from coinfer.capture.deps import require
 from coinfer.capture.exporting import export_program
+from coinfer.capture.mutation import written_placeholders
 from coinfer.capture.spec import parse_spec
 from coinfer.capture.tensors import tensor_spec
 from coinfer.capture.weights import check_state_dict, source_state_dict
 from coinfer.errors import PlanError
 from coinfer.graph import DEFAULT_INPUT_NAME, Graph, ModelSource, TensorSpec
-from coinfer.runtime.aten_calls import encode_call, written_positions
+from coinfer.runtime.aten_calls import encode_call
 from coinfer.runtime.batching import check_batched_outputs, check_same_dependencies
 from coinfer.runtime.program import ProgramIndex, ProgramOp
 
@@ -64,7 +65,7 @@ def torch_program(graph: Graph, micro_batch: int = 1) -> TorchProgram:
         _check_same_ops(program, graph, micro_batch)
     tensors, ref_of_placeholder = _weights(program, graph)
     user_inputs = _user_input_names(program)
-    written = _written_placeholders(program, ref_of_placeholder) if is_step_program(graph) else set()
+    written = written_placeholders(program, ref_of_placeholder) if is_step_program(graph) else set()
     state_of = {p: ref_of_placeholder[p] for p in written}
 
     def ref_of(node: Any) -> dict[str, Any]:
@@ -107,19 +108,6 @@ def torch_program(graph: Graph, micro_batch: int = 1) -> TorchProgram:
 def is_step_program(graph: Graph) -> bool:
     """Whether `graph` is a causal LM's step program, whose written tensors persist across steps."""
     return graph.source is not None and "context" in graph.source.options
-
-
-def _written_placeholders(program: Any, refs: Mapping[str, str]) -> set[str]:
-    """The weight placeholders (of `refs`) that some op writes into, by its schema's alias info."""
-    written: set[str] = set()
-    for n in program.graph.nodes:
-        if n.op != "call_function":
-            continue
-        positions = written_positions(n.target)
-        for key, arg in [*enumerate(n.args), *n.kwargs.items()]:
-            if key in positions and getattr(arg, "name", None) in refs:
-                written.add(arg.name)
-    return written
 
 
 def _weights(program: Any, graph: Graph) -> tuple[dict[str, Any], dict[str, str]]:
