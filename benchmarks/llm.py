@@ -19,13 +19,18 @@ kB on 2 devices, 816 kB on 4; ../shared/REFERENCE.md section 9), scaled to each 
 hidden size (bytes per token grow with layers x hidden x bytes per element; distributed-llama sends
 Q80, 34 bytes per 32 values, coinfer float32).
 
+Then the same on 2 devices with every layer split in two (Megatron's tensor parallelism,
+coinfer.capture.tensor_parallel): shard j of each layer on device j, the norms and sums on the
+first; two all-reduces of the hidden state per layer cross the link.
+
     .venv/bin/python benchmarks/llm.py [--models gpt2,llama] [--devices 1,2,3] [--links lan,wifi]
-                                       [--prompt-tokens 32] [--new-tokens 32]
+                                       [--prompt-tokens 32] [--new-tokens 32] [--tensor-parallel 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +42,7 @@ from coinfer.capture.hf import hf_config
 from coinfer.cost import evaluate
 from coinfer.files.cluster_file import cluster_from_dict
 from coinfer.llm import capture_steps, generate_tokens
+from coinfer.plan import Plan
 from coinfer.runtime.local import LocalWorkers
 from coinfer.runtime.options import RunOptions
 
@@ -68,13 +74,23 @@ def even_pipeline(model: str, layers: int, n: int) -> str:
     return " | ".join(parts)
 
 
-def run_case(model: str, steps: Any, n: int, link: str, new_tokens: int) -> tuple[dict[str, Any], dict[str, Any],
-                                                                              float]:
+def tensor_parallel_plan(steps: Any, n: int) -> dict[str, str]:
+    """Every layer's shard j on device j + 1; its norms and sums, the embeddings and the head on the first."""
+    placement = {}
+    for node in steps.decode.nodes:
+        shard = re.search(r"\.(attn|mlp)\.(\d+)$", node.id)
+        placement[node.id] = f"pi{int(shard.group(2)) + 1}" if shard else "pi1"
+    return placement
+
+
+def run_case(model: str, steps: Any, n: int, link: str, new_tokens: int,
+             tensor_parallel: bool = False) -> tuple[dict[str, Any], dict[str, Any], float]:
     """(one session's report, the report of n sessions at once, the decode plan's predicted throughput)."""
     the_cluster = cluster(n, link)
     pre, dec = make_problem(steps.prefill, the_cluster), make_problem(steps.decode, the_cluster)
     layers = int(hf_config(model, None).num_hidden_layers)
-    plan = make_plan(dec, placement=even_pipeline(model, layers, n))
+    plan = (Plan(steps.decode, tensor_parallel_plan(steps, n)) if tensor_parallel
+            else make_plan(dec, placement=even_pipeline(model, layers, n)))
     rng = np.random.default_rng(0)
     prompts = [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64) for _ in range(n)]
     options = RunOptions(emulate=True, timeout_s=300)
@@ -100,6 +116,8 @@ def main() -> None:
     parser.add_argument("--links", default="lan,wifi")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--tensor-parallel", default="2", help="devices of the tensor-parallel rows (every layer "
+                        "split that many ways; empty: none)")
     args = parser.parse_args()
     print("| model | devices | link | plan | TTFT predicted ms | TTFT measured ms | tokens/s predicted | "
           "tokens/s measured | bytes/token | KV cache per device, predicted MB | KV held by the workers MB | "
@@ -121,6 +139,20 @@ def main() -> None:
                       f"{m['ttft_s'] * 1e3:.0f} | {1 / p['decode_token_s']:.2f} | {1 / m['decode_token_s']:.2f} | "
                       f"{p['wire_bytes_per_token']:,} | "
                       f"{kv_predicted} | {kv_measured} | {n} | {throughput:.2f} | {rate:.2f} |", flush=True)
+        for n in (int(d) for d in args.tensor_parallel.split(",") if d):
+            split = capture_steps(f"hf:{model}", args.prompt_tokens, args.new_tokens, tensor_parallel=n)
+            for link in args.links.split(","):
+                r, many, throughput = run_case(model, split, n, link, args.new_tokens, tensor_parallel=True)
+                p, m, kv = r["predicted"], r["measured"], r["kv_cache_bytes"]
+                decode_s = many["elapsed_s"] - many["measured"]["ttft_s"]
+                rate = (many["generated_tokens"] - many["sessions"]) / decode_s
+                kv_predicted = " / ".join(f"{k['predicted_per_session'] / 1e6:.1f}" for k in kv.values())
+                kv_measured = " / ".join(f"{k['measured_all_sessions'] / 1e6:.1f}" for k in kv.values())
+                print(f"| {model} | {n}, tensor parallel | {link} | every layer in {n} shards, one per device; norms, "
+                      f"sums, embeddings and head on pi1 | {p['ttft_s'] * 1e3:.0f} | {m['ttft_s'] * 1e3:.0f} | "
+                      f"{1 / p['decode_token_s']:.2f} | {1 / m['decode_token_s']:.2f} | "
+                      f"{p['wire_bytes_per_token']:,} | {kv_predicted} | {kv_measured} | {n} | {throughput:.2f} | "
+                      f"{rate:.2f} |", flush=True)
         print(f"\ndistributed-llama's tensor-parallel bytes per token scaled to {model}: {dllama_scaled(model)}\n")
 
 

@@ -5,7 +5,9 @@ cost model.
 For each cluster and model (prompt `--prompt-tokens`, `--new-tokens` new ones) it prints, per plan,
 the predicted time to first token, time per new token (one session), tokens per second with many
 sessions in flight (the pipeline's bottleneck), energy per new token, bytes on the wire per token,
-and whether every device holds its weights and one session's KV cache. Predicted, not measured:
+and whether every device holds its weights and one session's KV cache. Then `ilp` on the graph
+whose every layer is split in two shards (tensor parallelism): where it places a layer's two
+shards on two devices, splitting paid. Predicted, not measured:
 `benchmarks/llm.py` measures plans on workers.
 
     .venv/bin/python benchmarks/llm_plans.py [--models gpt2,llama] [--clusters pi-laptop-desktop,...]
@@ -37,25 +39,41 @@ CANDIDATES = [  # (label, solver, objective)
     ("exo (memory shares)", "exo", "time-per-token"),
     ("origin only", "origin-only", "time-per-token"),
 ]
+TENSOR_PARALLEL = [  # on the graph whose every layer is split in two shards (coinfer.capture.tensor_parallel)
+    ("ilp, time per token, layers in 2 shards", "ilp", "time-per-token"),
+    ("ilp, tokens/s, layers in 2 shards", "ilp", "tokens-per-s"),
+]
 
 
 def cluster_named(name: str) -> Any:
     return cluster_from_dict(PIS, "three-pis") if name == "three-pis" else load_cluster(name)
 
 
-def row(label: str, steps: Any, cluster: Any, solver: str, objective: str) -> list[str]:
+def row(label: str, steps: Any, cluster: Any, solver: str, objective: str) -> tuple[list[str], Any]:
     problems = generation_problems(steps, cluster, objective)
     try:
         plan = plan_generation(steps, problems, solver=solver, objective=objective)
     except CoinferError as exc:
-        return [label, "-", "-", "-", "-", "-", "-", f"no plan: {str(exc)[:60]}"]
+        return [label, "-", "-", "-", "-", "-", "-", f"no plan: {str(exc)[:60]}"], None
     pre, dec = generation_problems(steps, cluster)  # every plan costed under the same problems
     p, d = evaluate(steps.prefill_plan(plan), pre), evaluate(plan, dec)
     energy = evaluate(plan, generation_problems(steps, cluster, "energy-per-token")[1]).energy_j
     fits = "yes" if p.feasible and d.feasible else "NO: " + "; ".join(v.message for v in (*p.violations,
                                                                                           *d.violations))[:60]
     return [label, f"{p.latency_s * 1e3:.0f}", f"{d.latency_s * 1e3:.1f}", f"{d.throughput_rps:.1f}",
-            f"{energy:.2f}", f"{d.wire_bytes:,}", fits, f"`{plan}`"]
+            f"{energy:.2f}", f"{d.wire_bytes:,}", fits, f"`{plan}`"], plan
+
+
+def _shard_devices(plan: Any) -> list[str]:
+    """How many layers' halves run their two shards on two devices (tensor parallelism used), and
+    where; 'none' when the solver kept every layer's shards on one device (splitting did not pay)."""
+    apart: dict[str, int] = {}
+    for node, device in plan.placement.items():
+        other = plan.placement.get(node[:-1] + "0")
+        if node.endswith((".attn.1", ".mlp.1")) and other != device:
+            pair = f"{other}+{device}"
+            apart[pair] = apart.get(pair, 0) + 1
+    return [f"{n} half-layers on {pair}" for pair, n in sorted(apart.items())] or ["none"]
 
 
 def main() -> None:
@@ -67,6 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     for model in args.models.split(","):
         steps = capture_steps(f"hf:{model}", args.prompt_tokens, args.new_tokens)
+        split = capture_steps(f"hf:{model}", args.prompt_tokens, args.new_tokens, tensor_parallel=2)
         for name in args.clusters.split(","):
             cluster = cluster_named(name)
             print(f"\n#### {model} on {name}: prompt {args.prompt_tokens}, {args.new_tokens} new tokens\n")
@@ -74,7 +93,12 @@ def main() -> None:
                   "placement |")
             print("|---|---|---|---|---|---|---|---|")
             for label, solver, objective in CANDIDATES:
-                print("| " + " | ".join(row(label, steps, cluster, solver, objective)) + " |", flush=True)
+                print("| " + " | ".join(row(label, steps, cluster, solver, objective)[0]) + " |", flush=True)
+            for label, solver, objective in TENSOR_PARALLEL:
+                cells, plan = row(label, split, cluster, solver, objective)
+                if plan is not None:
+                    cells[-1] = "shards apart: " + ", ".join(_shard_devices(plan))
+                print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -168,3 +168,31 @@ def test_the_users_trained_weights_travel_with_the_deployment(tmp_path) -> None:
     seeds = generate("hf:gpt2", "phone-edge-cloud", placement="positions..head@phone", **common)
     assert theirs["verify"]["token_identical"]
     assert theirs["outputs"][0]["tokens"] != seeds["outputs"][0]["tokens"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "layers"), [("hf:llama", "model.layers"), ("hf:gpt2", "transformer.h")])
+def test_a_tensor_parallel_layer_between_pipeline_stages_generates_the_same_tokens(  # type: ignore[no-untyped-def]
+        model, layers, three, workers) -> None:
+    """Layer 1 split in two shards on a and b (its norms and sums on a), layers 0 and 2 whole on a and c:
+    pipeline stages and a tensor-parallel group in one plan; four hidden states cross a<->b per token."""
+    steps = capture_steps(model, PROMPT_TOKENS, NEW_TOKENS, layers=3, tensor_parallel="1:2")
+    pre, dec = problems(steps, three)
+    plan = make_plan(dec, placement=f"positions..{layers}.1.attn.0@a | {layers}.1.attn.1@b | "
+                                   f"{layers}.1.attn_sum..{layers}.1.mlp.0@a | {layers}.1.mlp.1@b | "
+                                   f"{layers}.1.mlp_sum@a | {layers}.2..head@c")
+    with workers.client() as client:
+        report = generate_tokens(steps, plan, (pre, dec), client, workers.endpoint, RunOptions(plan_version=60),
+                                 _prompts(steps, 2, seed=4), NEW_TOKENS, stop_at_eos=False, verify=True)
+    assert report["verify"]["token_identical"], report["verify"]
+    kv = report["kv_cache_bytes"]
+    assert kv["b"]["predicted_per_session"] > 0
+    assert kv["b"]["measured_all_sessions"] == 2 * kv["b"]["predicted_per_session"]
+    hops = [t for t in evaluate_transfers(plan, dec) if {t.source, t.target} == {"a", "b"} and t.tensor != "positions"]
+    assert len(hops) == 4 and all(t.size_bytes == 768 * 4 for t in hops)  # two all-reduces of the hidden state
+
+
+def evaluate_transfers(plan, problem):  # type: ignore[no-untyped-def]
+    from coinfer.cost import evaluate
+
+    return evaluate(plan, problem).transfers

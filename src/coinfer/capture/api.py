@@ -85,12 +85,13 @@ def _capture_torch(parsed: ParsedSpec, spec: str, input_shape: tuple[int, ...] |
 
 
 def capture_step(spec: str, tokens: int, context: int, *, seed: int = 0, layers: int | None = None,
-                 weights: str | None = None) -> tuple[Graph, dict[str, int]]:
+                 weights: str | None = None, tensor_parallel: str | None = None) -> tuple[Graph, dict[str, int]]:
     """The op-granularity Graph of a causal LM's step program (coinfer.capture.causal_lm): `tokens` new
     tokens over a KV cache of `context` positions; and per node, the bytes of state it holds (its KV
     cache, which a step writes in place: one session's, counted in the node's `param_bytes`). The
     graph's source says what it is (options `step_tokens` and `context`), so the runtime rebuilds the
-    same step program from it."""
+    same step program from it. `tensor_parallel` splits layers into shards
+    (coinfer.capture.tensor_parallel; option `tensor_parallel`, per layer)."""
     parsed = parse_spec(spec)
     if parsed.kind != "hf":
         raise ModelSpecError(f"generation runs hf: causal language models (hf:gpt2, hf:llama), not {spec}")
@@ -100,7 +101,9 @@ def capture_step(spec: str, tokens: int, context: int, *, seed: int = 0, layers:
     options: dict[str, str | int] = {"step_tokens": tokens, "context": context}
     if layers is not None:
         options["layers"] = layers
-    model, inputs = build_step(parsed.target, tokens, context, layers, seed)
+    if tensor_parallel:
+        options["tensor_parallel"] = tensor_parallel
+    model, inputs = build_step(parsed.target, tokens, context, layers, seed, tensor_parallel)
     program = _export(parsed, model, inputs)
     options["placeholders"] = ",".join(fx_graph.placeholder_names(program).values())
     source = ModelSource(spec, tuple(tuple(int(d) for d in t.shape) for t in inputs), seed, options)
@@ -155,8 +158,9 @@ def build_model(source: ModelSource) -> tuple[Any, tuple[Any, ...]]:
     if "context" in source.options:  # a causal LM's step program (capture_step)
         from coinfer.capture.causal_lm import build_step
 
+        tensor_parallel = source.options.get("tensor_parallel")
         return build_step(parsed.target, int(source.options["step_tokens"]), int(source.options["context"]),
-                          _int_or_none(layers), source.seed)
+                          _int_or_none(layers), source.seed, str(tensor_parallel) if tensor_parallel else None)
     shape = source.input_shapes[0] if parsed.kind in ("torchvision", "hf") and source.input_shapes else None
     if parsed.kind == "hf" and seq_len is not None:
         shape = None  # seq_len alone reproduces it; passing both is allowed only when they agree

@@ -7,6 +7,8 @@ outermost match wins): a module is a block when it is
   * either its parent is a container (`layer1.0`, `features.3`, `transformer.h.0`) or its class
     name contains Inception, Block, Layer, Residual, Bottleneck, Fire or MBConv (googlenet's
     `inception3a`, inception_v3's `Mixed_5b`).
+A module may also say so itself (`coinfer_container = True`: not a block, its children may be;
+`coinfer_block = True`: a block), as coinfer.capture.tensor_parallel's layers and shards do.
 This finds ResNet BasicBlock/Bottleneck, MobileNet InvertedResidual, Inception modules, DenseNet
 layers, ConvNeXt/EfficientNet/RegNet blocks and transformer layers (GPT2Block, BertLayer,
 ViTLayer, torchvision EncoderBlock, Swin blocks); stems, heads and the glue between blocks stay
@@ -39,14 +41,17 @@ class ModuleFacts:
     class_name: str
     is_leaf: bool
     is_container: bool
+    says_block: bool = False  # the module says it is one (a tensor-parallel shard, a leaf of many ops)
 
 
 def facts_from_module(root: Any) -> dict[str, ModuleFacts]:
     torch = importlib.import_module("torch")
     containers = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+    # a module may say it is a container of blocks, or a block (coinfer.capture.tensor_parallel's layers, shards)
     return {
         path: ModuleFacts(type(m).__name__, not any(True for _ in m.children()),
-                          isinstance(m, containers))
+                          isinstance(m, containers) or getattr(m, "coinfer_container", False) is True,
+                          getattr(m, "coinfer_block", False) is True)
         for path, m in root.named_modules(remove_duplicate=False)
     }
 
@@ -71,6 +76,8 @@ def block_of(stack: Stack, facts: Mapping[str, ModuleFacts]) -> str | None:
 
 def _is_block(path: str, facts: Mapping[str, ModuleFacts]) -> bool:
     f = facts.get(path)
+    if f is not None and f.says_block:
+        return True
     if f is None or f.is_leaf or f.is_container:
         return False
     parent_path, _, last = path.rpartition(".")

@@ -48,9 +48,11 @@ def context_limit(name: str, layers: int | None = None) -> int:
     return int(getattr(config, "max_position_embeddings", None) or config.n_positions)
 
 
-def build_step(name: str, tokens: int, context: int, layers: int | None, seed: int) -> tuple[Any, tuple[Any, ...]]:
+def build_step(name: str, tokens: int, context: int, layers: int | None, seed: int,
+               tensor_parallel: str | None = None) -> tuple[Any, tuple[Any, ...]]:
     """The step module of hf:`name` over `tokens` new tokens with a cache of `context` positions, and
-    its example inputs (random prompt ids at positions 0..tokens-1)."""
+    its example inputs (random prompt ids at positions 0..tokens-1). `tensor_parallel` ("K" for every
+    layer, or "3:2,4-7:4" per layer) splits layers into shards (coinfer.capture.tensor_parallel)."""
     if name not in CAUSAL_LMS:
         raise unknown_name("generation (hf: causal language models)", name, CAUSAL_LMS)
     torch = require("torch", "generation")
@@ -67,6 +69,10 @@ def build_step(name: str, tokens: int, context: int, layers: int | None, seed: i
     torch.manual_seed(seed)  # the same weights as the forward-pass model of the same seed
     model = step_class(config).eval()
     model.coinfer_cache = _static_cache(transformers, config, context, model.dtype)
+    if tensor_parallel:
+        from coinfer.capture.tensor_parallel import split_layers
+
+        split_layers(model, parse_tensor_parallel(tensor_parallel, config.num_hidden_layers), context)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, config.vocab_size, (1, tokens), generator=gen)
     return model, (ids, torch.arange(tokens))
@@ -79,3 +85,28 @@ def _static_cache(transformers: Any, config: Any, context: int, dtype: Any) -> A
     kv_heads = getattr(config, "num_key_value_heads", None) or heads  # grouped-query attention shares them
     cache.early_initialization(1, kv_heads, head_dim, dtype, "cpu")  # allocated now, not lazily (export)
     return cache
+
+
+def parse_tensor_parallel(text: str, layers: int) -> dict[int, int]:
+    """Layer -> degree from "K" (every layer), or "I:K", "I-J:K" items separated by commas."""
+    text = str(text).strip()
+    try:
+        if text.isdigit():
+            return dict.fromkeys(range(layers), int(text))
+        out: dict[int, int] = {}
+        for item in text.split(","):
+            span, _, degree = item.partition(":")
+            first, _, last = span.partition("-")
+            out.update(dict.fromkeys(range(int(first), int(last or first) + 1), int(degree)))
+        return out
+    except ValueError:
+        raise ModelSpecError(f"tensor parallel {text!r}: give a degree K for every layer, or LAYER:K and "
+                             "FIRST-LAST:K items separated by commas, e.g. 0-5:2") from None
+
+
+def canonical_tensor_parallel(text: str | None, layers: int) -> str | None:
+    """The per-layer form of a tensor-parallel request ("0:2,1:2"), None when it splits nothing."""
+    if not text:
+        return None
+    degrees = parse_tensor_parallel(text, layers)
+    return ",".join(f"{i}:{k}" for i, k in sorted(degrees.items())) or None

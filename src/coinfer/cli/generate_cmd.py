@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-eos", action="store_true", help="run on past the end-of-sequence token (default: stop "
                    "there, as Hugging Face's generate does)")
     p.add_argument("--layers", type=int, metavar="L", help="shrink the model to L transformer layers")
+    p.add_argument("--tensor-parallel", metavar="K|LAYERS:K,...", help="split transformer layers into K shards each "
+                   "(Megatron's split of heads and MLP columns, an all-reduce per half-layer): K for every layer, or "
+                   "e.g. 0-5:2,6:4; a plan then places the shards (model.layers.3.attn.1, ...) like layers")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and prompts (default 0)")
     p.add_argument("--weights", metavar="FILE", help="the model's trained weights (.safetensors, or .pt read "
                    "weights-only), shipped to the workers")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     _check_counts(args)
     prompts = _prompts(args)
     steps = capture_steps(args.model, prompts[0].size, args.max_new_tokens, context=args.context, layers=args.layers,
-                          seed=args.seed, weights=args.weights).for_sessions(len(prompts))
+                          seed=args.seed, weights=args.weights,
+                          tensor_parallel=args.tensor_parallel).for_sessions(len(prompts))
     cluster = coinfer.load_cluster(args.cluster)
     problems = generation_problems(steps, cluster, args.objective)
     plan = _decode_plan(args, steps, problems)
@@ -141,7 +145,7 @@ def _decode_plan(args: argparse.Namespace, steps: Any, problems: Any) -> Any:
     from coinfer.llm.planning import plan_generation
     from coinfer.plan import Plan
 
-    if args.plan and Path(args.plan).is_file():
+    if args.plan and _is_file(args.plan):
         from coinfer.files.plan_file import load_plan
 
         loaded, _ = load_plan(args.plan)
@@ -152,6 +156,14 @@ def _decode_plan(args: argparse.Namespace, steps: Any, problems: Any) -> Any:
                                  "--layers and context")
         return Plan(steps.decode, dict(loaded.placement), loaded.solver, codecs=dict(loaded.codecs))
     return plan_generation(steps, problems, solver=args.solver, placement=args.plan, objective=args.objective)
+
+
+def _is_file(text: str) -> bool:
+    """Whether --plan names a file (a one-line placement is often longer than a file name may be)."""
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
 
 
 def _execute(args: argparse.Namespace, steps: Any, plan: Any, problems: tuple[Any, Any],

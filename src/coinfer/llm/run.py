@@ -28,6 +28,7 @@ from coinfer.llm.steps import capture_steps, check_fits
 def generate(model: str, cluster: str | Cluster, *, placement: str | None = None, solver: str | None = None,
              prompt_tokens: int = 32, prompts: Sequence[Sequence[int]] | None = None, max_new_tokens: int = 32,
              sessions: int = 1, context: int | None = None, layers: int | None = None, seed: int = 0,
+             tensor_parallel: str | int | None = None,
              weights: str | None = None, objective: str = "time-per-token", codecs: Mapping[str, str] | None = None,
              verify: bool = False, emulate: bool = True,
              stop_at_eos: bool = True, on_token: OnToken | None = None, threads: int = 1,
@@ -36,7 +37,8 @@ def generate(model: str, cluster: str | Cluster, *, placement: str | None = None
     prompts' token ids (all of one length); without it, `sessions` seeded random prompts of
     `prompt_tokens` ids. `objective` is one of coinfer.llm.planning's (time-per-token, ttft, tokens-per-s,
     energy-per-token) or the cost model's; `codecs` maps "SOURCE->TARGET" to a codec ("int8") for what
-    crosses that link. `on_token(session, token)` returning False cancels that session."""
+    crosses that link. `tensor_parallel` splits layers into shards (coinfer.capture.tensor_parallel: "2" for
+    every layer, "0-5:2"). `on_token(session, token)` returning False cancels that session."""
     import coinfer
     from coinfer.runtime.deploy import taking_part
     from coinfer.runtime.local import LocalWorkers
@@ -46,7 +48,7 @@ def generate(model: str, cluster: str | Cluster, *, placement: str | None = None
     if len(lengths) != 1:
         raise UserInputError(f"the prompts have {len(lengths)} different lengths; give prompts of one length")
     steps = capture_steps(model, lengths.pop(), max_new_tokens, context=context, layers=layers, seed=seed,
-                          weights=weights)
+                          weights=weights, tensor_parallel=tensor_parallel)
     if prompts is None:
         rng = np.random.default_rng(seed)
         arrays = [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64) for _ in range(sessions)]

@@ -90,9 +90,11 @@ class StepGraphs:
 
 def capture_steps(spec: str, prompt_tokens: int, max_new_tokens: int, *, context: int | None = None,
                   layers: int | None = None, seed: int = 0, weights: str | None = None,
-                  granularity: str = "block") -> StepGraphs:
+                  granularity: str = "block", tensor_parallel: str | int | None = None) -> StepGraphs:
     """Both step graphs of `spec` for prompts of `prompt_tokens` tokens and up to `max_new_tokens` new
-    ones. The context defaults to what they need; past the model's own context it is a clear error."""
+    ones. The context defaults to what they need; past the model's own context it is a clear error.
+    `tensor_parallel` ("K" for every layer, "3:2,4-7:4" per layer) splits layers into K shards each
+    (coinfer.capture.tensor_parallel) that a plan places apart."""
     from coinfer.capture.api import capture_step
     from coinfer.capture.causal_lm import context_limit
     from coinfer.capture.spec import parse_spec
@@ -117,10 +119,18 @@ def capture_steps(spec: str, prompt_tokens: int, max_new_tokens: int, *, context
         raise UserInputError(f"{spec} has a context of {limit} positions; --context {context} is beyond it")
     if granularity not in ("block", "op"):
         raise UserInputError(f"granularity must be 'block' or 'op', not {granularity!r}")
+    from coinfer.capture.causal_lm import canonical_tensor_parallel
+
+    split = canonical_tensor_parallel(None if tensor_parallel is None else str(tensor_parallel),
+                                      int(_config(parsed.target, layers).num_hidden_layers))
+    if split and weights is not None:
+        raise UserInputError("tensor parallelism slices the model's own weights; with --weights, split the layers "
+                             "of a pipeline instead (not yet both)")
     graphs: list[Graph] = []
     state: dict[str, int] = {}
     for tokens in (prompt_tokens, 1):
-        graph, state = capture_step(spec, tokens, context, seed=seed, layers=layers, weights=weights)
+        graph, state = capture_step(spec, tokens, context, seed=seed, layers=layers, weights=weights,
+                                    tensor_parallel=split)
         if granularity == "block":
             graph = with_end_blocks(graph)
             block = {n.id: n.block or n.id for n in graph.nodes}
@@ -175,6 +185,12 @@ def _free_name(name: str, taken: set[str]) -> str:
     while name in taken:
         name = f"{name}_"
     return name
+
+
+def _config(name: str, layers: int | None) -> Any:
+    from coinfer.capture.hf import hf_config
+
+    return hf_config(name, layers, use_cache=True)
 
 
 def _check_same_nodes(prefill: Graph, decode: Graph, spec: str) -> None:
