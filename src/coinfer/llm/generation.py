@@ -77,27 +77,29 @@ def generate_tokens(steps: StepGraphs, plan: Plan, problems: tuple[Problem, Prob
     first = replace(options, session=group, weights=None)
     second = replace(first, plan_version=options.plan_version + 1)
     start_s = time.perf_counter()
-    replies = deploy(client, prefill_plan, prefill_problem, endpoint, first, client_address, progress=progress)
-    deploy(client, plan, decode_problem, endpoint, second, client_address)
-    deploy_s = time.perf_counter() - start_s
-    origin = decode_problem.origin
-    output = next(iter(replies[origin]["results"]))
-    eos = _eos_token(steps) if stop_at_eos else None
-    sessions = [Session(i, np.asarray(p, dtype=np.int64).reshape(-1)) for i, p in enumerate(prompts)]
     devices = taking_part(plan, decode_problem)
-    run_start_s = time.perf_counter()
-    held = _serve(client, origin, (first.plan_version, second.plan_version), output, sessions, steps,
-                  max_new_tokens, eos, on_token, options.timeout_s, group.name, devices)
-    elapsed_s = time.perf_counter() - run_start_s
+    try:
+        replies = deploy(client, prefill_plan, prefill_problem, endpoint, first, client_address, progress=progress)
+        deploy(client, plan, decode_problem, endpoint, second, client_address)
+        deploy_s = time.perf_counter() - start_s
+        origin = decode_problem.origin
+        output = next(iter(replies[origin]["results"]))
+        eos = _eos_token(steps) if stop_at_eos else None
+        sessions = [Session(i, np.asarray(p, dtype=np.int64).reshape(-1)) for i, p in enumerate(prompts)]
+        run_start_s = time.perf_counter()
+        held = _serve(client, origin, (first.plan_version, second.plan_version), output, sessions, steps,
+                      max_new_tokens, eos, on_token, options.timeout_s, group.name, devices)
+        elapsed_s = time.perf_counter() - run_start_s
+    finally:  # also on Ctrl-C or an error: the group goes with its deployments, and every session's cache with it
+        for version in (first.plan_version, second.plan_version):
+            for device in devices:
+                with contextlib.suppress(WorkerError):  # a worker that went away holds nothing of it
+                    client.call(device, {"op": "undeploy", "plan_version": version}, 5.0)
     report = _report(steps, plan, prefill_plan, problems, sessions, held, elapsed_s, deploy_s)
     if verify:
         from coinfer.llm.reference import reference_tokens
 
         report["verify"] = _verify(sessions, reference_tokens(steps, prompts, max_new_tokens, stop_at_eos))
-    for version in (first.plan_version, second.plan_version):
-        for device in devices:
-            with contextlib.suppress(WorkerError):  # a worker that went away holds nothing of it
-                client.call(device, {"op": "undeploy", "plan_version": version}, 5.0)
     return report
 
 
