@@ -102,6 +102,19 @@ def run_case(model: str, steps: Any, n: int, link: str, new_tokens: int,
     return one, many, evaluate(plan, dec).throughput_rps
 
 
+def table_row(model: str, devices: str, link: str, plan: str, r: dict[str, Any], many: dict[str, Any],
+              throughput: float) -> str:
+    """One row: a session's report `r`, the report `many` of one session per device at once."""
+    p, m, kv = r["predicted"], r["measured"], r["kv_cache_bytes"]
+    decode_s = many["elapsed_s"] - many["measured"]["ttft_s"]  # the sessions' prefills overlap
+    rate = (many["generated_tokens"] - many["sessions"]) / decode_s
+    kv_predicted = " / ".join(f"{k['predicted_per_session'] / 1e6:.1f}" for k in kv.values())
+    kv_measured = " / ".join(f"{k['measured_all_sessions'] / 1e6:.1f}" for k in kv.values())
+    return (f"| {model} | {devices} | {link} | {plan} | {p['ttft_s'] * 1e3:.0f} | {m['ttft_s'] * 1e3:.0f} | "
+            f"{1 / p['decode_token_s']:.2f} | {1 / m['decode_token_s']:.2f} | {p['wire_bytes_per_token']:,} | "
+            f"{kv_predicted} | {kv_measured} | {many['sessions']} | {throughput:.2f} | {rate:.2f} |")
+
+
 def dllama_scaled(model: str) -> str:
     config = hf_config(model, None)
     ours = config.num_hidden_layers * config.hidden_size * 4.0
@@ -130,29 +143,14 @@ def main() -> None:
                 if n == 1 and link != args.links.split(",")[0]:
                     continue  # one device sends nothing: the link does not matter
                 r, many, throughput = run_case(model, steps, n, link, args.new_tokens)
-                p, m, kv = r["predicted"], r["measured"], r["kv_cache_bytes"]
-                decode_s = many["elapsed_s"] - many["measured"]["ttft_s"]  # the sessions' prefills overlap
-                rate = (many["generated_tokens"] - many["sessions"]) / decode_s
-                kv_predicted = " / ".join(f"{k['predicted_per_session'] / 1e6:.1f}" for k in kv.values())
-                kv_measured = " / ".join(f"{k['measured_all_sessions'] / 1e6:.1f}" for k in kv.values())
-                print(f"| {model} | {n} | {link if n > 1 else '-'} | `{r['plan']}` | {p['ttft_s'] * 1e3:.0f} | "
-                      f"{m['ttft_s'] * 1e3:.0f} | {1 / p['decode_token_s']:.2f} | {1 / m['decode_token_s']:.2f} | "
-                      f"{p['wire_bytes_per_token']:,} | "
-                      f"{kv_predicted} | {kv_measured} | {n} | {throughput:.2f} | {rate:.2f} |", flush=True)
+                print(table_row(model, str(n), link if n > 1 else "-", f"`{r['plan']}`", r, many, throughput),
+                      flush=True)
         for n in (int(d) for d in args.tensor_parallel.split(",") if d):
             split = capture_steps(f"hf:{model}", args.prompt_tokens, args.new_tokens, tensor_parallel=n)
             for link in args.links.split(","):
                 r, many, throughput = run_case(model, split, n, link, args.new_tokens, tensor_parallel=True)
-                p, m, kv = r["predicted"], r["measured"], r["kv_cache_bytes"]
-                decode_s = many["elapsed_s"] - many["measured"]["ttft_s"]
-                rate = (many["generated_tokens"] - many["sessions"]) / decode_s
-                kv_predicted = " / ".join(f"{k['predicted_per_session'] / 1e6:.1f}" for k in kv.values())
-                kv_measured = " / ".join(f"{k['measured_all_sessions'] / 1e6:.1f}" for k in kv.values())
-                print(f"| {model} | {n}, tensor parallel | {link} | every layer in {n} shards, one per device; norms, "
-                      f"sums, embeddings and head on pi1 | {p['ttft_s'] * 1e3:.0f} | {m['ttft_s'] * 1e3:.0f} | "
-                      f"{1 / p['decode_token_s']:.2f} | {1 / m['decode_token_s']:.2f} | "
-                      f"{p['wire_bytes_per_token']:,} | {kv_predicted} | {kv_measured} | {n} | {throughput:.2f} | "
-                      f"{rate:.2f} |", flush=True)
+                print(table_row(model, f"{n}, tensor parallel", link, f"every layer in {n} shards, one per device; "
+                                "norms, sums, embeddings and head on pi1", r, many, throughput), flush=True)
         print(f"\ndistributed-llama's tensor-parallel bytes per token scaled to {model}: {dllama_scaled(model)}\n")
 
 

@@ -78,10 +78,13 @@ def run(args: argparse.Namespace) -> int:
     from coinfer.llm.steps import check_fits
 
     _check_counts(args)
-    prompts = _prompts(args)
-    steps = capture_steps(args.model, prompts[0].size, args.max_new_tokens, context=args.context, layers=args.layers,
-                          seed=args.seed, weights=args.weights,
-                          tensor_parallel=args.tensor_parallel).for_sessions(len(prompts))
+    given = _prompt_ids(args)
+    steps = capture_steps(args.model, given.size if given is not None else args.prompt_tokens, args.max_new_tokens,
+                          context=args.context, layers=args.layers, seed=args.seed, weights=args.weights,
+                          tensor_parallel=args.tensor_parallel).for_sessions(args.sessions)
+    rng = np.random.default_rng(args.seed)
+    prompts = [given] if given is not None else [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64)
+                                                 for _ in range(args.sessions)]
     cluster = coinfer.load_cluster(args.cluster)
     problems = generation_problems(steps, cluster, args.objective)
     plan = _decode_plan(args, steps, problems)
@@ -119,26 +122,17 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise UserInputError("--prompt-ids gives one prompt; drop --sessions (or give random prompts)")
 
 
-def _prompts(args: argparse.Namespace) -> list[np.ndarray]:
-    if args.prompt_ids:
-        try:
-            ids = [int(t) for t in args.prompt_ids.replace(" ", "").split(",") if t]
-        except ValueError:
-            raise UserInputError(f"--prompt-ids {args.prompt_ids[:40]!r}: give token ids separated by commas") from None
-        if not ids:
-            raise UserInputError("--prompt-ids is empty; give at least one token id")
-        return [np.array(ids, dtype=np.int64)]
-    from coinfer.capture.causal_lm import context_limit
-    from coinfer.capture.hf import hf_config
-    from coinfer.capture.spec import parse_spec
-
-    name = parse_spec(args.model).target
-    if args.model.startswith("hf:") and args.prompt_tokens > context_limit(name, args.layers):
-        raise UserInputError(f"--prompt-tokens {args.prompt_tokens} is longer than {args.model}'s context of "
-                             f"{context_limit(name, args.layers)} positions")
-    vocab = int(hf_config(name, args.layers).vocab_size) if args.model.startswith("hf:") else 1
-    rng = np.random.default_rng(args.seed)
-    return [rng.integers(0, vocab, args.prompt_tokens, dtype=np.int64) for _ in range(args.sessions)]
+def _prompt_ids(args: argparse.Namespace) -> np.ndarray | None:
+    """--prompt-ids as an array, or None (then --sessions seeded random prompts of --prompt-tokens ids)."""
+    if not args.prompt_ids:
+        return None
+    try:
+        ids = [int(t) for t in args.prompt_ids.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise UserInputError(f"--prompt-ids {args.prompt_ids[:40]!r}: give token ids separated by commas") from None
+    if not ids:
+        raise UserInputError("--prompt-ids is empty; give at least one token id")
+    return np.array(ids, dtype=np.int64)
 
 
 def _decode_plan(args: argparse.Namespace, steps: Any, problems: Any) -> Any:

@@ -51,7 +51,6 @@ class Session:
     prompt: np.ndarray
     tokens: list[int] = field(default_factory=list)
     token_s: list[float] = field(default_factory=list)  # each token's step latency (the first: prefill's)
-    started_s: float = 0.0
     ended: str | None = None  # "length", "eos", "cancelled" or "error"
     error: str | None = None
 
@@ -147,7 +146,6 @@ def _serve(client: Client, origin: str, versions: tuple[int, int], output: str, 
         s.ended, s.error = why, error
 
     for s in sessions:
-        s.started_s = time.perf_counter()
         send(s, 0)
     while pending:
         done = client.collect(pending, (output,), 0.05)
@@ -177,12 +175,20 @@ def _serve(client: Client, origin: str, versions: tuple[int, int], output: str, 
                 del pending[rid]
                 end(by_request.pop(rid), "error", f"step {rid & 0xFFFFF} got no answer within {timeout_s:g} s")
                 client.cancel(outcome.plan_version or decode_version, rid)
-    held = {d: client.check(d, {"op": "stats", "plan_version": decode_version}).get("sessions", {}).get(group, {})
-            for d in devices}
+    held = {d: _sessions_held(client, d, decode_version, group) for d in devices}
     for s in sessions:
         if s.ended == "length":
             _free(client, devices, group, s)
     return held
+
+
+def _sessions_held(client: Client, device: str, version: int, group: str) -> dict[str, Any]:
+    """What `device` holds of the session group (empty for a worker that died during the run)."""
+    try:
+        return dict(client.check(device, {"op": "stats", "plan_version": version}, 5.0).get("sessions", {})
+                    .get(group, {}))
+    except WorkerError:
+        return {}
 
 
 def _free(client: Client, devices: tuple[str, ...], group: str, s: Session) -> None:
