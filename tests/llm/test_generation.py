@@ -196,3 +196,30 @@ def evaluate_transfers(plan, problem):  # type: ignore[no-untyped-def]
     from coinfer.cost import evaluate
 
     return evaluate(plan, problem).transfers
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_generation_fails_its_sessions_with_a_clear_error(tiny_llama, three) -> None:  # type: ignore[no-untyped-def]
+    """No recovery for generation yet (docs/llm.md): the sessions end in an error naming the step, the report
+    still comes back, and the surviving workers serve on with nothing of the sessions left."""
+    from coinfer.runtime.local import LocalWorkers
+
+    pre, dec = problems(tiny_llama, three)
+    plan = make_plan(dec, placement=SPLIT)
+    with LocalWorkers(("a", "b", "c")) as running, running.client() as client:
+        tokens: list[int] = []
+
+        def on_token(session: int, token: int) -> bool:
+            tokens.append(token)
+            if len(tokens) == 2:
+                running.kill("b")
+            return True
+
+        report = generate_tokens(tiny_llama, plan, (pre, dec), client, running.endpoint, RunOptions(timeout_s=4),
+                                 _prompts(tiny_llama, 1), NEW_TOKENS, stop_at_eos=False, on_token=on_token)
+        assert client.check("a", {"op": "health"})["compute"] == "alive"
+        assert client.check("a", {"op": "stats", "plan_version": 2})["sessions"] == {}
+    (out,) = report["outputs"]
+    assert out["ended"] == "error" and "got no answer within 4 s" in out["error"] and len(out["tokens"]) == 2
+    assert report["failed"] == 1
+    assert report["kv_cache_bytes"]["b"]["sessions_held"] == 0  # the dead worker could not be read
