@@ -53,11 +53,12 @@ DLLAMA_BYTES_PER_TOKEN = {2: 544e3, 4: 816e3}
 DLLAMA_LAYER_ELEMENT_BYTES = 32 * 4096 * 34 / 32
 
 
-def cluster(n: int, link: str) -> Any:
+def cluster(n: int, link: str, runtime_s: float = 0.0) -> Any:
+    """n emulated Pi 5s on one kind of link; `runtime_s` the runtime's cost per message (coinfer.cluster.Link)."""
     bandwidth, latency = LINKS[link]
     names = [f"pi{i + 1}" for i in range(n)]
     devices = {name: {"device": "rpi5", **({"origin": True} if i == 0 else {})} for i, name in enumerate(names)}
-    links = [{"between": [a, b], "bandwidth_bits_per_s": bandwidth, "latency_s": latency}
+    links = [{"between": [a, b], "bandwidth_bits_per_s": bandwidth, "latency_s": latency, "runtime_s": runtime_s}
              for i, a in enumerate(names) for b in names[i + 1:]]
     return cluster_from_dict({"devices": devices, "links": links}, f"{n} x rpi5 on {link}")
 

@@ -7,8 +7,11 @@ the predicted time to first token, time per new token (one session), tokens per 
 sessions in flight (the pipeline's bottleneck), energy per new token, bytes on the wire per token,
 and whether every device holds its weights and one session's KV cache. Then `ilp` on the graph
 whose every layer is split in two shards (tensor parallelism): where it places a layer's two
-shards on two devices, splitting paid. Predicted, not measured:
-`benchmarks/llm.py` measures plans on workers.
+shards on two devices, splitting paid (the span of coinfer.cost.parallel_groups). Every link
+carries the runtime's own cost per message, `--runtime-s` (default 1.1 ms: benchmarks/llm.py's
+tensor-parallel rows on this machine, measured less predicted time per token over the 48 messages
+a token takes, docs/llm.md), which is what decides whether those messages pay. Predicted, not
+measured: `benchmarks/llm.py` and `benchmarks/llm_tensor_parallel.py` measure plans on workers.
 
     .venv/bin/python benchmarks/llm_plans.py [--models gpt2,llama] [--clusters pi-laptop-desktop,...]
 """
@@ -16,6 +19,7 @@ shards on two devices, splitting paid. Predicted, not measured:
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 from coinfer.cost import evaluate
@@ -41,12 +45,16 @@ CANDIDATES = [  # (label, solver, objective)
 ]
 TENSOR_PARALLEL = [  # on the graph whose every layer is split in two shards (coinfer.capture.tensor_parallel)
     ("ilp, time per token, layers in 2 shards", "ilp", "time-per-token"),
+    ("ilp, time to first token, layers in 2 shards", "ilp", "ttft"),
     ("ilp, tokens/s, layers in 2 shards", "ilp", "tokens-per-s"),
 ]
+RUNTIME_S = 0.0011  # s per message (benchmarks/llm.py's tensor-parallel rows, docs/llm.md)
 
 
-def cluster_named(name: str) -> Any:
-    return cluster_from_dict(PIS, "three-pis") if name == "three-pis" else load_cluster(name)
+def cluster_named(name: str, runtime_s: float) -> Any:
+    """A preset (or the three Pis) with the runtime's cost per message on every link."""
+    cluster = cluster_from_dict(PIS, "three-pis") if name == "three-pis" else load_cluster(name)
+    return replace(cluster, links=tuple(replace(link, runtime_s=runtime_s) for link in cluster.links))
 
 
 def row(label: str, steps: Any, cluster: Any, solver: str, objective: str) -> tuple[list[str], Any]:
@@ -82,12 +90,14 @@ def main() -> None:
     parser.add_argument("--clusters", default="three-pis,pi-laptop-desktop,phone-edge-cloud")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--runtime-s", type=float, default=RUNTIME_S)
     args = parser.parse_args()
+    print(f"runtime cost per message priced on every link: {args.runtime_s * 1e3:.2f} ms")
     for model in args.models.split(","):
         steps = capture_steps(f"hf:{model}", args.prompt_tokens, args.new_tokens)
         split = capture_steps(f"hf:{model}", args.prompt_tokens, args.new_tokens, tensor_parallel=2)
         for name in args.clusters.split(","):
-            cluster = cluster_named(name)
+            cluster = cluster_named(name, args.runtime_s)
             print(f"\n#### {model} on {name}: prompt {args.prompt_tokens}, {args.new_tokens} new tokens\n")
             print("| plan | TTFT ms | ms per token | tokens/s, many sessions | J per token | bytes/token | fits | "
                   "placement |")

@@ -110,8 +110,12 @@ class Radio:
 class Link:
     """A directed link from `source` to `target`.
 
-    Sending one message of b bytes takes `latency_s + overhead_s + 8 b / bandwidth_bits_per_s`
-    (see `coinfer.cost.latency`); `power_w` is the sender's transmit power while sending.
+    Sending one message of b bytes takes `latency_s + overhead_s + runtime_s + 8 b /
+    bandwidth_bits_per_s` (`coinfer.cost.terms.transfer_time_s`); `power_w` is the sender's transmit
+    power while sending. `overhead_s` belongs to the link (protocol, radio wake-up) and the runtime's
+    link emulation sleeps it; `runtime_s` is what the runtime itself spends per message beside the
+    link (framing, thread hand-offs, starting the stage that reads it), which emulation must not
+    add again: measured, not emulated (docs/cost-model.md).
     """
 
     source: str
@@ -124,6 +128,7 @@ class Link:
     price_usd_per_byte: float = 0.0
     failure_probability: float = 0.0
     radio: Radio | None = None
+    runtime_s: float = 0.0  # last: fields before it are often given by position
 
     @property
     def bytes_per_s(self) -> float:

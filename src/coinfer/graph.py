@@ -54,6 +54,10 @@ class Node:
     two nodes read counts once, at the first); `param_read_bytes`, when given, what one run of it
     reads of weights instead (an embedding gathers a few rows of its table; a tied LM head reads a
     table another node holds), which is what the roofline streams through memory.
+    `parallel_group` names a set of nodes that may run at once on different devices: they read
+    no output of each other and one node outside the set (its join) reads all their outputs, as
+    the shards of a tensor-parallel layer and their sum do (`Graph.parallel_groups`; the cost
+    model prices a group spread over devices by its slowest device, coinfer.cost.parallel_groups).
     """
 
     id: str
@@ -67,6 +71,7 @@ class Node:
     block: str | None = None
     source_nodes: tuple[str, ...] = ()
     param_read_bytes: int | None = None  # None: it reads its param_bytes
+    parallel_group: str | None = None
 
     @property
     def weight_bytes_read(self) -> int:
@@ -105,6 +110,21 @@ class Graph:
         unknown = [o for o in self.outputs if o not in self.index]
         if unknown:
             raise GraphFileError(f"graph {self.name!r}: outputs name unknown nodes {unknown}")
+        _ = self.parallel_groups  # checked when the graph is made, not when a plan is priced
+
+    @cached_property
+    def parallel_groups(self) -> Mapping[str, ParallelGroup]:
+        """Each `parallel_group` name -> its members (in order) and its join, checked."""
+        members: dict[str, list[str]] = {}
+        for n in self.nodes:
+            if n.parallel_group is not None:
+                members.setdefault(n.parallel_group, []).append(n.id)
+        return {name: _parallel_group(self, name, tuple(ids)) for name, ids in members.items()}
+
+    @cached_property
+    def parallel_group_of(self) -> Mapping[str, ParallelGroup]:
+        """Member node id -> its group."""
+        return {m: g for g in self.parallel_groups.values() for m in g.members}
 
     # -- lookups (computed once; the graph is immutable) ------------------------------------
 
@@ -189,6 +209,45 @@ class Graph:
             if n.block is not None:
                 groups.setdefault(n.block, []).append(n.id)
         return {k: tuple(v) for k, v in groups.items()}
+
+
+@dataclass(frozen=True)
+class ParallelGroup:
+    """Nodes that may run at once (`members`), the node that reads all their outputs (`join`), and
+    the values only they read (`forks`: what a device of the group must receive before its members
+    start, the broadcast of a tensor-parallel layer's input)."""
+
+    name: str
+    members: tuple[str, ...]
+    join: str
+    forks: tuple[str, ...]
+
+
+def _parallel_group(graph: Graph, name: str, members: tuple[str, ...]) -> ParallelGroup:
+    where = f"graph {graph.name!r}: parallel group {name!r}"
+    if len(members) < 2:
+        raise GraphFileError(f"{where} has one member ({members[0]!r}); a group needs two or more, "
+                             "or drop its 'parallel_group'")
+    inside = set(members)
+    joins: set[str] = set()
+    for m in members:
+        reads_member = [s for s in graph.node(m).inputs if s in inside]
+        if reads_member:
+            raise GraphFileError(f"{where}: member {m!r} reads member {reads_member[0]!r}; members must not "
+                                 "depend on each other")
+        if m in graph.outputs:
+            raise GraphFileError(f"{where}: member {m!r} is a model output; a group's outputs go to its join")
+        joins.update(graph.consumers[m])
+    if len(joins) != 1:
+        raise GraphFileError(f"{where}: its members' outputs are read by {sorted(joins) or 'nothing'}; "
+                             "exactly one node outside the group must read them all")
+    join = joins.pop()
+    unread = [m for m in members if graph.consumers[m] != (join,)]
+    if unread:
+        raise GraphFileError(f"{where}: member {unread[0]!r} is not read by the join {join!r}")
+    forks = dict.fromkeys(s for m in members for s in graph.node(m).inputs
+                          if s in graph.index and set(graph.consumers[s]) <= inside)
+    return ParallelGroup(name, members, join, tuple(forks))
 
 
 def _check_topological(inputs: Sequence[GraphInput], nodes: Sequence[Node]) -> None:

@@ -72,7 +72,10 @@ class Plan:
     `tilings` are its tiled stages (coinfer.plan_tiling): each range's nodes are placed on its
     gather device. `stage_starts` names nodes that begin a new stage although the node before runs
     on the same device (a tiled plan lowered for the runtime keeps a device's crops, its tile and
-    the stitch apart, so that each is sent or started as soon as it can be).
+    the stitch apart, so that each is sent or started as soon as it can be). The members and the
+    join of a parallel group spread over devices (a tensor-parallel layer's shards and their sum)
+    start stages of their own too, so that a device sends the fork's value before it runs its own
+    shard, and runs its shard before it waits for the others' at the join.
     """
 
     graph: Graph
@@ -128,6 +131,15 @@ class Plan:
             out.update({n.id: tiling for n in self.graph.nodes[start:stop + 1]})
         return out
 
+    @property
+    def _spread_group_starts(self) -> frozenset[str]:
+        """The members and joins of the parallel groups whose members run on two or more devices."""
+        out: set[str] = set()
+        for group in self.graph.parallel_groups.values():
+            if len({self.placement[m] for m in group.members}) > 1:
+                out.update((*group.members, group.join))
+        return frozenset(out)
+
     def codec(self, source: str, target: str) -> Codec:
         """The codec of the directed link source -> target (`none` unless `codecs` lists it)."""
         return self.codecs.get((source, target), NO_CODEC)
@@ -136,11 +148,12 @@ class Plan:
     def stages(self) -> tuple[Stage, ...]:
         runs: list[Stage] = []
         tiled = self._tiling_by_node
+        starts = self.stage_starts | self._spread_group_starts
         for node in self.graph.nodes:
             device, standby = self.placement[node.id], tuple(self.standbys.get(node.id, ()))
             tiling = tiled.get(node.id)
             if runs and (runs[-1].device, runs[-1].standbys, runs[-1].tiling) == (device, standby, tiling) and (
-                    node.id not in self.stage_starts):
+                    node.id not in starts):
                 runs[-1] = Stage(device, (*runs[-1].node_ids, node.id), standby, tiling)
             else:
                 runs.append(Stage(device, (node.id,), standby, tiling))

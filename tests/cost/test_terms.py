@@ -179,3 +179,21 @@ def test_weighted_objective(toy_graph, toy_cluster) -> None:  # type: ignore[no-
     problem = make_problem(toy_graph, toy_cluster, objective="latency=1,energy=0.5")
     b = split(problem)
     assert b.objective_value == pytest.approx(3.231 + 0.5 * 5.0465)
+
+
+def test_runtime_cost_per_message_is_priced_on_every_hop_and_kept_in_cluster_files(toy_problem):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from coinfer.files.cluster_file import cluster_to_dict
+
+    slow = copy.deepcopy(TOY_CLUSTER)
+    for link in slow["links"]:
+        link["runtime_s"] = 0.25
+    cluster = cluster_from_dict(slow, "runtime")
+    assert cluster_from_dict(cluster_to_dict(cluster), "again").links == cluster.links
+    problem = replace(toy_problem, cluster=cluster)
+    b = split(problem)
+    # each of the two hops (a's output out, the result back) pays 0.25 s more than in
+    # test_transfer_time_counts_latency_overhead_and_bytes
+    assert [t.time_s for t in b.transfers] == pytest.approx([2.265, 0.266])
+    assert b.latency_s == pytest.approx(3.731)

@@ -36,7 +36,8 @@ def test_generate_on_local_workers_is_token_identical_and_its_plan_can_be_saved(
     (["hf:gpt2", "--sessions", "0"], "--sessions must be at least 1"),
     (["hf:gpt2", "--prompt-ids", "1,x"], "token ids separated by commas"),
     (["hf:gpt2", "--layers", "1", "--tensor-parallel", "5"], "does not divide the 12 attention heads"),
-    (["hf:gpt2", "--tensor-parallel", "2", "--weights", "w.safetensors"], "not yet both"),
+    (["hf:gpt2", "--layers", "1", "--tensor-parallel", "2", "--weights", "missing.safetensors"], "no such file"),
+    (["hf:gpt2", "--tensor-parallel", "auto", "--plan", "positions..head@phone"], "drop --plan"),
 ])
 def test_mistakes_exit_2_with_one_message(capsys, argv, expected) -> None:  # type: ignore[no-untyped-def]
     assert main(["generate", *argv, "--cluster", "phone-edge-cloud"]) == 2

@@ -168,6 +168,13 @@ def test_the_users_trained_weights_travel_with_the_deployment(tmp_path) -> None:
     seeds = generate("hf:gpt2", "phone-edge-cloud", placement="positions..head@phone", **common)
     assert theirs["verify"]["token_identical"]
     assert theirs["outputs"][0]["tokens"] != seeds["outputs"][0]["tokens"]
+    # split in shards, the user's weights are sliced: layer 1's shards on two workers, the same tokens
+    split = generate("hf:gpt2", "phone-edge-cloud", weights=str(path), verify=True, tensor_parallel="1:2",
+                     placement="positions..transformer.h.1.attn.0@phone | transformer.h.1.attn.1@edge | "
+                               "transformer.h.1.attn_sum..transformer.h.1.mlp.0@phone | transformer.h.1.mlp.1@edge | "
+                               "transformer.h.1.mlp_sum..head@phone", **common)
+    assert split["verify"]["token_identical"]
+    assert split["outputs"][0]["tokens"] == theirs["outputs"][0]["tokens"]
 
 
 @pytest.mark.slow

@@ -168,13 +168,14 @@ class Estimator:
 
     def _observe_request_hop(self, key: LinkId, link: Link, hop: HopSample) -> None:
         if hop.size_bytes >= SMALL_HOP_BYTES:
-            fixed_s = self._latency_s(key, link, hop.at_s) + link.overhead_s
+            fixed_s = self._latency_s(key, link, hop.at_s) + link.overhead_s + link.runtime_s
             wire_s = hop.seconds - fixed_s
             if wire_s >= MIN_WIRE_FRACTION * hop.seconds:
                 self._add_bandwidth(key, 8.0 * hop.size_bytes, wire_s, hop.at_s)
         else:
             wire_s = 8.0 * hop.size_bytes / self._bandwidth_bits_per_s(key, link, hop.at_s)
-            self._add(self._latency, key, max(0.0, hop.seconds - link.overhead_s - wire_s), hop.at_s, 1.0)
+            fixed_s = link.overhead_s + link.runtime_s
+            self._add(self._latency, key, max(0.0, hop.seconds - fixed_s - wire_s), hop.at_s, 1.0)
 
     def _observe_probe(self, key: LinkId, link: Link, probe: HopSample) -> None:
         small = probe.size_bytes < SMALL_HOP_BYTES
@@ -187,7 +188,8 @@ class Estimator:
             lo, hi = (probe, other) if small else (other, probe)
             fit = fit_two_point(lo.size_bytes, lo.seconds, hi.size_bytes, hi.seconds)
             if fit is not None:
-                self._add(self._latency, key, max(0.0, fit.latency_s - link.overhead_s), probe.at_s, 1.0)
+                fixed_s = link.overhead_s + link.runtime_s
+                self._add(self._latency, key, max(0.0, fit.latency_s - fixed_s), probe.at_s, 1.0)
                 bits = 8.0 * (hi.size_bytes - lo.size_bytes)
                 self._add_bandwidth(key, bits, bits / fit.bandwidth_bits_per_s, probe.at_s)
         self._probes[key] = [*kept, probe][-PROBE_KEPT:]

@@ -103,7 +103,12 @@ def capture_step(spec: str, tokens: int, context: int, *, seed: int = 0, layers:
         options["layers"] = layers
     if tensor_parallel:
         options["tensor_parallel"] = tensor_parallel
-    model, inputs = build_step(parsed.target, tokens, context, layers, seed, tensor_parallel)
+    user_weights = None
+    if weights is not None and tensor_parallel:  # the shards slice the user's weights (build_step)
+        from coinfer.capture.weights import read_state_dict
+
+        user_weights = read_state_dict(weights)
+    model, inputs = build_step(parsed.target, tokens, context, layers, seed, tensor_parallel, user_weights)
     program = _export(parsed, model, inputs)
     options["placeholders"] = ",".join(fx_graph.placeholder_names(program).values())
     source = ModelSource(spec, tuple(tuple(int(d) for d in t.shape) for t in inputs), seed, options)
@@ -157,10 +162,12 @@ def build_model(source: ModelSource) -> tuple[Any, tuple[Any, ...]]:
     layers, seq_len = source.options.get("layers"), source.options.get("seq_len")
     if "context" in source.options:  # a causal LM's step program (capture_step)
         from coinfer.capture.causal_lm import build_step
+        from coinfer.capture.weights import built_with_weights, options_state_dict
 
         tensor_parallel = source.options.get("tensor_parallel")
+        state = options_state_dict(source.options) if built_with_weights(source.options) else None
         return build_step(parsed.target, int(source.options["step_tokens"]), int(source.options["context"]),
-                          _int_or_none(layers), source.seed, str(tensor_parallel) if tensor_parallel else None)
+                          _int_or_none(layers), source.seed, str(tensor_parallel) if tensor_parallel else None, state)
     shape = source.input_shapes[0] if parsed.kind in ("torchvision", "hf") and source.input_shapes else None
     if parsed.kind == "hf" and seq_len is not None:
         shape = None  # seq_len alone reproduces it; passing both is allowed only when they agree

@@ -22,6 +22,7 @@ module stays the model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from coinfer.capture.deps import require
@@ -49,10 +50,14 @@ def context_limit(name: str, layers: int | None = None) -> int:
 
 
 def build_step(name: str, tokens: int, context: int, layers: int | None, seed: int,
-               tensor_parallel: str | None = None) -> tuple[Any, tuple[Any, ...]]:
+               tensor_parallel: str | None = None,
+               state: Mapping[str, Any] | None = None) -> tuple[Any, tuple[Any, ...]]:
     """The step module of hf:`name` over `tokens` new tokens with a cache of `context` positions, and
     its example inputs (random prompt ids at positions 0..tokens-1). `tensor_parallel` ("K" for every
-    layer, or "3:2,4-7:4" per layer) splits layers into shards (coinfer.capture.tensor_parallel)."""
+    layer, or "3:2,4-7:4" per layer) splits layers into shards (coinfer.capture.tensor_parallel).
+    `state` (the user's state dict of the Hugging Face model) is loaded before the split, so that the
+    shards slice the user's weights; without a split the runtime lays the state dict over the
+    exported program's weights instead (coinfer.runtime.packaging.torch_program)."""
     if name not in CAUSAL_LMS:
         raise unknown_name("generation (hf: causal language models)", name, CAUSAL_LMS)
     torch = require("torch", "generation")
@@ -69,6 +74,11 @@ def build_step(name: str, tokens: int, context: int, layers: int | None, seed: i
     torch.manual_seed(seed)  # the same weights as the forward-pass model of the same seed
     model = step_class(config).eval()
     model.coinfer_cache = _static_cache(transformers, config, context, model.dtype)
+    if state is not None:
+        from coinfer.capture.weights import check_state_dict
+
+        check_state_dict(state, model.state_dict(), f"the weights of hf:{name}")
+        model.load_state_dict(state, strict=True)
     if tensor_parallel:
         from coinfer.capture.tensor_parallel import split_layers
 

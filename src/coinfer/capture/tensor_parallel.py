@@ -32,13 +32,18 @@ import copy
 import functools
 import math
 import operator
+import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from coinfer.errors import ModelSpecError
+from coinfer.graph import Graph
+
+_SHARD = re.compile(r"(?P<half>.+\.(?:attn|mlp))\.\d+")
 
 
 def split_layers(model: Any, degrees: Mapping[int, int], context: int) -> None:
@@ -56,6 +61,18 @@ def split_layers(model: Any, degrees: Mapping[int, int], context: int) -> None:
                                  + (f" and {kv_heads} key-value heads" if kv_heads != heads else "")
                                  + "; give a degree of 2 or more that divides them")
         layers[index] = TensorParallel(layers[index], family, config, degree, context)
+
+
+def mark_shard_groups(graph: Graph) -> Graph:
+    """The block graph with each half-layer's shards (`model.layers.3.attn.0` ..) in one parallel
+    group (`model.layers.3.attn`) joined by its sum (`model.layers.3.attn_sum`), so the cost model
+    prices shards on different devices as running at once (coinfer.cost.parallel_groups)."""
+    ids = set(graph.index)
+    halves = {n.id: m["half"] for n in graph.nodes if (m := _SHARD.fullmatch(n.id)) and m["half"] + "_sum" in ids}
+    if not halves:
+        return graph
+    nodes = tuple(replace(n, parallel_group=halves[n.id]) if n.id in halves else n for n in graph.nodes)
+    return replace(graph, nodes=nodes)
 
 
 class TensorParallel(nn.Module):

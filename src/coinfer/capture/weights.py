@@ -57,7 +57,18 @@ def with_weights(graph: Graph, path: str | Path | None) -> Graph:
 def source_state_dict(graph: Graph) -> dict[str, Any] | None:
     """The state dict the graph's source names (None: keep the model's own weights), checked to be
     the file the plan was made with."""
-    options = graph.source.options if graph.source is not None else {}
+    return options_state_dict(graph.source.options if graph.source is not None else {})
+
+
+def built_with_weights(options: Mapping[str, Any]) -> bool:
+    """Whether a source's model holds the user's weights as built: a tensor-parallel step program slices
+    them into its shards (coinfer.capture.causal_lm.build_step), so its names are not the file's and
+    nothing is laid over it afterwards."""
+    return bool(options.get("tensor_parallel")) and "context" in options
+
+
+def options_state_dict(options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The state dict a model source's options name (`with_weights`), checked against its sha256."""
     path = options.get("weights")
     if path is None:
         return None

@@ -45,9 +45,11 @@ def register(sub: Any) -> None:
     p.add_argument("--no-eos", action="store_true", help="run on past the end-of-sequence token (default: stop "
                    "there, as Hugging Face's generate does)")
     p.add_argument("--layers", type=int, metavar="L", help="shrink the model to L transformer layers")
-    p.add_argument("--tensor-parallel", metavar="K|LAYERS:K,...", help="split transformer layers into K shards each "
-                   "(Megatron's split of heads and MLP columns, an all-reduce per half-layer): K for every layer, or "
-                   "e.g. 0-5:2,6:4; a plan then places the shards (model.layers.3.attn.1, ...) like layers")
+    p.add_argument("--tensor-parallel", metavar="K|LAYERS:K,...|auto", help="split transformer layers into K shards "
+                   "each (Megatron's split of heads and MLP columns, an all-reduce per half-layer): K for every layer, "
+                   "or e.g. 0-5:2,6:4; a plan then places the shards (model.layers.3.attn.1, ...) like layers. auto: "
+                   "solve with no split and with each degree up to the devices (at most 4) that divides the heads, "
+                   "and keep the best for --objective")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and prompts (default 0)")
     p.add_argument("--weights", metavar="FILE", help="the model's trained weights (.safetensors, or .pt read "
                    "weights-only), shipped to the workers")
@@ -74,20 +76,33 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import coinfer
     from coinfer.llm import capture_steps
+    from coinfer.llm.parallel_choice import choose_degree, is_auto
     from coinfer.llm.planning import generation_problems
     from coinfer.llm.steps import check_fits
 
     _check_counts(args)
     given = _prompt_ids(args)
-    steps = capture_steps(args.model, given.size if given is not None else args.prompt_tokens, args.max_new_tokens,
-                          context=args.context, layers=args.layers, seed=args.seed, weights=args.weights,
-                          tensor_parallel=args.tensor_parallel).for_sessions(args.sessions)
+
+    def capture(tensor_parallel: str | None) -> Any:
+        return capture_steps(args.model, given.size if given is not None else args.prompt_tokens, args.max_new_tokens,
+                             context=args.context, layers=args.layers, seed=args.seed, weights=args.weights,
+                             tensor_parallel=tensor_parallel).for_sessions(args.sessions)
+
+    cluster = coinfer.load_cluster(args.cluster)
+    choice = None
+    if is_auto(args.tensor_parallel):
+        if args.plan:
+            raise UserInputError("--tensor-parallel auto chooses the plan with --solver; drop --plan, or give a degree")
+        best, plan, candidates = choose_degree(capture, cluster, objective=args.objective, solver=args.solver)
+        steps, problems = best.steps, best.problems
+        choice = [c.summary() for c in candidates]
+    else:
+        steps = capture(args.tensor_parallel)
+        problems = generation_problems(steps, cluster, args.objective)
+        plan = _decode_plan(args, steps, problems)
     rng = np.random.default_rng(args.seed)
     prompts = [given] if given is not None else [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64)
                                                  for _ in range(args.sessions)]
-    cluster = coinfer.load_cluster(args.cluster)
-    problems = generation_problems(steps, cluster, args.objective)
-    plan = _decode_plan(args, steps, problems)
     if args.codec:
         from dataclasses import replace
 
@@ -101,13 +116,17 @@ def run(args: argparse.Namespace) -> int:
         save_plan(args.save_plan, plan, problems[1])
     if args.plan_only or not (args.local or args.workers):
         report = _prediction(steps, plan, problems)
-        print_json(report) if args.json else print(_prediction_text(report))
+        if choice is not None:
+            report["tensor_parallel_choice"] = choice
+        print_json(report) if args.json else print(_choice_text(choice, args.objective) + _prediction_text(report))
         return 0 if report["feasible"] else 1
     report = _execute(args, steps, plan, problems, prompts)
+    if choice is not None:
+        report["tensor_parallel_choice"] = choice
     if args.json:
         print_json(report)
     else:
-        print(generation_report(report))
+        print(_choice_text(choice, args.objective) + generation_report(report))
     lossy = any(c.quantise != "none" for c in plan.codecs.values())  # then --verify measures agreement
     ok = report["failed"] == 0 and (lossy or report.get("verify", {}).get("token_identical", True))
     return 0 if ok else 1
@@ -204,6 +223,27 @@ def _prediction_text(r: dict[str, Any]) -> str:
         lines.append("INFEASIBLE: " + "; ".join(r["violations"]))
     lines.append("(run it: add --local, or --workers NAME=HOST:PORT,...)")
     return "\n".join(lines)
+
+
+def _choice_text(choice: list[dict[str, Any]] | None, objective: str) -> str:
+    """What --tensor-parallel auto compared (empty without it), each degree's objective in its units."""
+    if choice is None:
+        return ""
+    best = min((c for c in choice if c["objective_value"] is not None), key=lambda c: c["objective_value"])
+
+    def shown(value: float | None) -> str:
+        if value is None:
+            return "-"
+        if objective in ("ttft", "time-per-token", "latency"):
+            return f"{value * 1e3:.1f} ms"
+        if objective == "tokens-per-s":
+            return f"{1 / value:.2f} tokens/s" if value > 0 else "-"
+        return f"{value:.4g} J" if objective == "energy-per-token" else f"{value:.6g}"
+
+    rows = [["no split" if c["degree"] == 1 else str(c["degree"]), shown(c["objective_value"]),
+             f"{c['half_layers_split']} of {c['half_layers']}" if c["half_layers"] else "-",
+             "chosen" if c is best else (c["error"] or "")[:70]] for c in choice]
+    return table(["tensor parallel", "objective", "half-layers split over devices", ""], rows) + "\n"
 
 
 def generation_report(r: dict[str, Any]) -> str:

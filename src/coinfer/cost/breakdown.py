@@ -67,6 +67,25 @@ class Violation:
 
 
 @dataclass(frozen=True)
+class GroupSpan:
+    """One parallel group spread over devices (coinfer.cost.parallel_groups): its span, what the
+    sequential sum charges for it, and their compute parts."""
+
+    group: str
+    devices: tuple[str, ...]
+    span_s: float
+    sequential_s: float
+    compute_s: float  # every member's time, as the sequential sum charges it
+    critical_compute_s: float  # the members' times on the device that sets the span
+    critical_device: str
+
+    @property
+    def credit_s(self) -> float:
+        """What running the members at once saves against running them one after another."""
+        return self.sequential_s - self.span_s
+
+
+@dataclass(frozen=True)
 class Breakdown:
     """Latency, energy, money, reliability and throughput of one plan (SI units throughout).
 
@@ -93,6 +112,7 @@ class Breakdown:
     violations: tuple[Violation, ...]
     objective_value: float
     tiled_stages: tuple[TiledStageCost, ...] = ()  # the plan's tiled stages, in `Plan.tilings` order
+    parallel_groups: tuple[GroupSpan, ...] = ()  # its groups spread over devices (coinfer.cost.parallel_groups)
 
     @property
     def feasible(self) -> bool:

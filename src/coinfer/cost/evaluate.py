@@ -2,7 +2,10 @@
 
 Model (REFERENCE section 1, the survey's unified model; choices where it is silent are ours):
 - A request runs its stages one after another (L = L_c + L_t + L_que), as the survey and DADS
-  count it; concurrency between branches placed on different devices is not credited here.
+  count it; concurrency between branches placed on different devices is not credited, except
+  within a declared parallel group (a tensor-parallel layer's shards): a group spread over devices
+  takes the time of its slowest device (coinfer.cost.parallel_groups), its compute counting as
+  compute and the rest of that time as transfer.
 - A value (a node's output, or the model input at the origin) is sent once to every other device
   that reads it, however many nodes there read it (DADS); each send is one message over the
   direct link, and the model's outputs return to the origin.
@@ -43,6 +46,7 @@ from coinfer.codec_model import NO_CODEC, codec_time_s, effective_codec, wire_by
 from coinfer.cost import terms
 from coinfer.cost.breakdown import Breakdown, StageCost, Transfer, Violation
 from coinfer.cost.constraints import violations
+from coinfer.cost.parallel_groups import group_spans
 from coinfer.cost.reliability import reliability as plan_reliability
 from coinfer.cost.tiled_plan import tiled_stage_costs
 from coinfer.cost.tiled_stage import TiledStageCost
@@ -84,6 +88,10 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
     tiled_compute_s = sum(c.critical_compute_s for c in tiled)
     compute_s = sum(busy_s.values()) - sum(c.devices[d].compute_s for c in tiled for d in c.devices) + tiled_compute_s
     transfer_s = sum(t.time_s for t in transfers) + sum(c.latency_s for c in tiled) - tiled_compute_s
+    spans = group_spans(plan, problem, transfers) if problem.graph.parallel_groups else ()
+    compute_credit_s = sum(g.compute_s - g.critical_compute_s for g in spans)
+    compute_s -= compute_credit_s
+    transfer_s -= sum(g.credit_s for g in spans) - compute_credit_s
     queue_s = sum(queueing_s.values())
     latency_s = compute_s + transfer_s + queue_s
     energy[problem.origin] += float(terms.waiting_energy_j(cluster.origin, latency_s, busy_s.get(problem.origin, 0.0)))
@@ -104,7 +112,7 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
         throughput_rps=1.0 / bottleneck_s if bottleneck_s > 0 else math.inf,
         memory_by_device_bytes=memory_need_bytes(plan, problem, tiled),
         stages=_stage_costs(plan, problem, transfers, queueing_s, tiled), transfers=tuple(transfers),
-        violations=(), objective_value=0.0, tiled_stages=tiled,
+        violations=(), objective_value=0.0, tiled_stages=tiled, parallel_groups=spans,
     )
     found: tuple[Violation, ...] = violations(partial, problem, resources)
     objective = sum(w * partial.metric(m) for m, w in problem.objective.weights.items() if w)

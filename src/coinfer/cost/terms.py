@@ -25,7 +25,8 @@ def compute_time_s(flops: float, flops_per_s: float) -> float:
 
 
 def transfer_time_s(link: Link | None, size_bytes: float, codec_s: float = 0.0) -> float:
-    """One message over one hop: latency + per-message overhead + size / bandwidth + codec time.
+    """One message over one hop: latency + per-message overhead (the link's and the runtime's) +
+    size / bandwidth + codec time.
 
     `size_bytes` is what goes on the wire (after the link's codec, if any) and `codec_s` the
     codec's encode + decode time (`coinfer.codec_model.codec_time_s`; 0 without a codec). No link
@@ -34,7 +35,7 @@ def transfer_time_s(link: Link | None, size_bytes: float, codec_s: float = 0.0) 
     """
     if link is None:
         return math.inf
-    return link.latency_s + link.overhead_s + size_bytes / link.bytes_per_s + codec_s
+    return link.latency_s + link.overhead_s + link.runtime_s + size_bytes / link.bytes_per_s + codec_s
 
 
 def queueing_time_s(load: BackgroundLoad | None) -> float:

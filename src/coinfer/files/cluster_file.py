@@ -90,6 +90,7 @@ class LinkDoc(_Strict):
     radio: RadioDoc | None = None
     latency_s: float = Field(default=0.0, ge=0)
     overhead_s: float = Field(default=0.0, ge=0)
+    runtime_s: float = Field(default=0.0, ge=0, le=60)
     power_w: float | None = Field(default=None, ge=0)
     price_usd_per_s: float = Field(default=0.0, ge=0)
     price_usd_per_byte: float = Field(default=0.0, ge=0)
@@ -209,7 +210,7 @@ def _links(parsed: ClusterDoc, where: str | Path) -> tuple[Link, ...]:
             assert rate is not None  # guaranteed by LinkDoc._well_formed
             links[(source, target)] = Link(
                 source=source, target=target, bandwidth_bits_per_s=rate, latency_s=doc.latency_s,
-                overhead_s=doc.overhead_s, power_w=power, price_usd_per_s=doc.price_usd_per_s,
+                overhead_s=doc.overhead_s, runtime_s=doc.runtime_s, power_w=power, price_usd_per_s=doc.price_usd_per_s,
                 price_usd_per_byte=doc.price_usd_per_byte, failure_probability=doc.failure_probability,
                 radio=radio,
             )
@@ -289,7 +290,7 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     links = []
     for lk in cluster.links:
         doc = {"from": lk.source, "to": lk.target, "latency_s": lk.latency_s, "overhead_s": lk.overhead_s,
-               "power_w": lk.power_w, "price_usd_per_s": lk.price_usd_per_s,
+               "runtime_s": lk.runtime_s, "power_w": lk.power_w, "price_usd_per_s": lk.price_usd_per_s,
                "price_usd_per_byte": lk.price_usd_per_byte, "failure_probability": lk.failure_probability}
         if lk.radio is not None:
             r = lk.radio

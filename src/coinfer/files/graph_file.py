@@ -60,6 +60,7 @@ class NodeDoc(_Strict):
     module: str = ""
     block: str | None = None
     source_nodes: list[str] = []
+    parallel_group: str | None = Field(default=None, min_length=1)
 
 
 class SourceDoc(_Strict):
@@ -100,6 +101,7 @@ def graph_from_dict(doc: Any, where: str | Path = "<graph>") -> Graph:
             param_bytes=int(n.param_bytes), op=n.op, outputs=tuple(_spec(t) for t in n.tensors),
             module=n.module, block=n.block, source_nodes=tuple(n.source_nodes),
             param_read_bytes=None if n.param_read_bytes is None else int(n.param_read_bytes),
+            parallel_group=n.parallel_group,
         )
         for n in parsed.nodes
     ]
@@ -162,6 +164,8 @@ def _node(n: Node) -> dict[str, Any]:
                            "param_bytes": n.param_bytes, "output_bytes": n.output_bytes}
     if n.param_read_bytes is not None:
         doc["param_read_bytes"] = n.param_read_bytes
+    if n.parallel_group is not None:
+        doc["parallel_group"] = n.parallel_group
     if n.outputs:
         doc["tensors"] = [_tensor(t) for t in n.outputs]
     if n.module:

@@ -21,8 +21,9 @@ import numpy as np
 from coinfer.cluster import Cluster
 from coinfer.errors import UserInputError
 from coinfer.llm.generation import OnToken, generate_tokens
+from coinfer.llm.parallel_choice import choose_degree, is_auto
 from coinfer.llm.planning import generation_problems, plan_generation
-from coinfer.llm.steps import capture_steps, check_fits
+from coinfer.llm.steps import StepGraphs, capture_steps, check_fits
 
 
 def generate(model: str, cluster: str | Cluster, *, placement: str | None = None, solver: str | None = None,
@@ -38,7 +39,9 @@ def generate(model: str, cluster: str | Cluster, *, placement: str | None = None
     `prompt_tokens` ids. `objective` is one of coinfer.llm.planning's (time-per-token, ttft, tokens-per-s,
     energy-per-token) or the cost model's; `codecs` maps "SOURCE->TARGET" to a codec ("int8") for what
     crosses that link. `tensor_parallel` splits layers into shards (coinfer.capture.tensor_parallel: "2" for
-    every layer, "0-5:2"). `on_token(session, token)` returning False cancels that session."""
+    every layer, "0-5:2"), or "auto" picks the degree for the objective (coinfer.llm.parallel_choice; the
+    report's `tensor_parallel_choice` lists what it compared). `on_token(session, token)` returning False
+    cancels that session."""
     import coinfer
     from coinfer.runtime.deploy import taking_part
     from coinfer.runtime.local import LocalWorkers
@@ -47,17 +50,29 @@ def generate(model: str, cluster: str | Cluster, *, placement: str | None = None
     lengths = {len(p) for p in prompts} if prompts is not None else {prompt_tokens}
     if len(lengths) != 1:
         raise UserInputError(f"the prompts have {len(lengths)} different lengths; give prompts of one length")
-    steps = capture_steps(model, lengths.pop(), max_new_tokens, context=context, layers=layers, seed=seed,
-                          weights=weights, tensor_parallel=tensor_parallel)
+    length, count = lengths.pop(), len(prompts) if prompts is not None else sessions
+
+    def capture(split: str | int | None) -> StepGraphs:  # every device's memory holds each session's KV cache
+        return capture_steps(model, length, max_new_tokens, context=context, layers=layers, seed=seed,
+                             weights=weights, tensor_parallel=split).for_sessions(count)
+
+    the_cluster = coinfer.load_cluster(cluster) if isinstance(cluster, str) else cluster
+    choice = None
+    if is_auto(tensor_parallel):
+        if placement is not None:
+            raise UserInputError("tensor_parallel='auto' chooses the plan with a solver; drop the placement")
+        best, plan, candidates = choose_degree(capture, the_cluster, objective=objective, solver=solver)
+        steps, problems = best.steps, best.problems
+        choice = [c.summary() for c in candidates]
+    else:
+        steps = capture(tensor_parallel)
+        problems = generation_problems(steps, the_cluster, objective)
+        plan = plan_generation(steps, problems, solver=solver, placement=placement, objective=objective)
     if prompts is None:
         rng = np.random.default_rng(seed)
         arrays = [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64) for _ in range(sessions)]
     else:
         arrays = [np.asarray(p, dtype=np.int64) for p in prompts]
-    steps = steps.for_sessions(len(arrays))  # every device's memory holds each session's KV cache
-    the_cluster = coinfer.load_cluster(cluster) if isinstance(cluster, str) else cluster
-    problems = generation_problems(steps, the_cluster, objective)
-    plan = plan_generation(steps, problems, solver=solver, placement=placement, objective=objective)
     if codecs:
         from coinfer.files.plan_file import link_codecs
 
@@ -65,5 +80,8 @@ def generate(model: str, cluster: str | Cluster, *, placement: str | None = None
     check_fits(steps, plan, problems)
     options = RunOptions(emulate=emulate, timeout_s=timeout_s, recover=False)
     with LocalWorkers(taking_part(plan, problems[1]), threads) as workers, workers.client() as client:
-        return generate_tokens(steps, plan, problems, client, workers.endpoint, options, arrays, max_new_tokens,
-                               stop_at_eos=stop_at_eos, on_token=on_token, verify=verify)
+        report = generate_tokens(steps, plan, problems, client, workers.endpoint, options, arrays, max_new_tokens,
+                                 stop_at_eos=stop_at_eos, on_token=on_token, verify=verify)
+    if choice is not None:
+        report["tensor_parallel_choice"] = choice
+    return report

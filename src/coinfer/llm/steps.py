@@ -120,12 +120,10 @@ def capture_steps(spec: str, prompt_tokens: int, max_new_tokens: int, *, context
     if granularity not in ("block", "op"):
         raise UserInputError(f"granularity must be 'block' or 'op', not {granularity!r}")
     from coinfer.capture.causal_lm import canonical_tensor_parallel
+    from coinfer.capture.tensor_parallel import mark_shard_groups
 
     split = canonical_tensor_parallel(None if tensor_parallel is None else str(tensor_parallel),
                                       int(_config(parsed.target, layers).num_hidden_layers))
-    if split and weights is not None:
-        raise UserInputError("tensor parallelism slices the model's own weights; with --weights, split the layers "
-                             "of a pipeline instead (not yet both)")
     graphs: list[Graph] = []
     state: dict[str, int] = {}
     for tokens in (prompt_tokens, 1):
@@ -135,7 +133,7 @@ def capture_steps(spec: str, prompt_tokens: int, max_new_tokens: int, *, context
             graph = with_end_blocks(graph)
             block = {n.id: n.block or n.id for n in graph.nodes}
             state = {b: sum(v for n, v in state.items() if block[n] == b) for b in set(block.values())}
-            graph = coarsen_to_blocks(graph)
+            graph = mark_shard_groups(coarsen_to_blocks(graph))
         graphs.append(graph)
     prefill, decode = graphs
     _check_same_nodes(prefill, decode, spec)

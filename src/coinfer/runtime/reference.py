@@ -38,13 +38,13 @@ def torch_reference(graph: Graph, inputs: Mapping[str, np.ndarray], threads: int
     from coinfer.capture.api import build_model, load_program
     from coinfer.capture.deps import require
     from coinfer.capture.exporting import no_mha_fastpath
-    from coinfer.capture.weights import source_state_dict
+    from coinfer.capture.weights import built_with_weights, source_state_dict
     from coinfer.runtime.stages import StageFailure
 
     assert graph.source is not None
     torch = require("torch", "the runtime")
     model, _ = build_model(graph.source)
-    state = source_state_dict(graph)
+    state = None if built_with_weights(graph.source.options) else source_state_dict(graph)
     if state is not None:
         model.load_state_dict(state, strict=True)
     args = [torch.from_numpy(np.array(inputs[gi.name])) for gi in graph.inputs]

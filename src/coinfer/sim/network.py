@@ -49,7 +49,8 @@ class SimCluster:
         for link in cluster.links:
             key = (link.source, link.target)
             bandwidth = conditions.link_traces.get(key, link.bandwidth_bits_per_s)
-            self.shapers[key] = LinkShaper(bandwidth, link.latency_s, link.overhead_s)
+            # the simulated runtime spends its per-message cost too: the link's and the runtime's
+            self.shapers[key] = LinkShaper(bandwidth, link.latency_s, link.overhead_s + link.runtime_s)
         unknown = [f"{s}->{t}" for s, t in conditions.link_traces if (s, t) not in self.shapers]
         unknown += [d for d in conditions.speed if d not in self.devices]
         if unknown:

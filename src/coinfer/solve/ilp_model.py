@@ -25,6 +25,13 @@ Variables (all in [0, 1] unless said otherwise):
   coinfer.solve.ilp_reliability.
 - mem[d] >= ws(v) (x[v,d] + s[v,d]) / M_d (largest working set on d, as a fraction of the memory
   M_d), with sum_v params(v) (x[v,d] + s[v,d]) / M_d + mem[d] <= 1.
+- sigma[g] >= 0 per parallel group g (coinfer.cost.parallel_groups): the group's span, at least
+  what each device d spends on it, sigma[g] >= sum_{v in g} t[v,d] x[v,d] + the fork hops into d
+  (z of g's fork values towards d) + the hops of g's members' outputs out of d. Latency counts
+  sigma[g] instead of the members' times and those hops, which stay in busy times, energy and money.
+  A group on one device has sigma[g] equal to their sum, as in the sequential model. Valid rows
+  sigma[g] >= sum_d t[v,d] x[v,d] per member v (it runs whole somewhere) lift the LP bound, which
+  would otherwise spread each member over every device and price the group at a fraction of one.
 - b >= 0 (only for the throughput objective): b >= busy_d / (1 - rho_d) and b >= link busy, and
   the valid rows of `single_resource_rows`, which keep the LP from halving an unavoidable hop by
   splitting it over parallel links.
@@ -34,6 +41,8 @@ Variables (all in [0, 1] unless said otherwise):
   a). Every plan has a permutation of equal cost that keeps these rows, so the optimum is
   unchanged, and branch and bound visits fewer mirror images of one plan. One row a pair: a
   first-use ordering with running sums (2N rows a pair) made HiGHS slower on random DAGs.
+  Interchangeable members of a parallel group (identical shards): sum_d d x[a,d] <= sum_d d x[b,d]
+  for consecutive ones, so their devices come in index order.
 
 Caps (`Caps`): an upper bound on the latency and on the bottleneck that every optimal plan meets
 (from an incumbent plan's objective, a deadline or a request rate; see `ilp`). Latency is at
@@ -65,7 +74,7 @@ from numpy.typing import NDArray
 
 from coinfer.cost import terms
 from coinfer.problem import Problem
-from coinfer.solve.symmetry import interchangeable_groups
+from coinfer.solve.symmetry import interchangeable_groups, interchangeable_members
 
 FloatArray = NDArray[np.float64]
 
@@ -100,6 +109,7 @@ class Hop:
     target: int
     size_bytes: int
     time_s: float
+    in_span: bool = False  # a parallel group's hop: latency counts it through the group's span
 
 
 @dataclass
@@ -122,6 +132,8 @@ class MilpModel:
     sends: dict[int, list[Hop]] = field(default_factory=dict)  # node value u -> its z hops
     used: dict[int, int] = field(default_factory=dict)
     standby: dict[tuple[int, int], int] = field(default_factory=dict)  # (v, d) -> column of s[v,d]
+    spans: dict[str, int] = field(default_factory=dict)  # parallel group -> column of sigma[g]
+    spanned: set[int] = field(default_factory=set)  # node indices whose time latency counts via a span
     bottleneck_var: int | None = None
     objective_offset: float = 0.0  # a constant the objective vector leaves out (unscaled)
 
@@ -162,6 +174,7 @@ def build(problem: Problem, caps: Caps | None = None, *, standbys: int = 0) -> M
         _standbys(model, standbys)
     _transfers(model)
     _results(model)
+    _parallel_groups(model)
     for d, name in enumerate(devices):
         if terms.queueing_time_s(cluster.device(name).background) > 0:
             model.used[d] = used = model.var()
@@ -172,6 +185,11 @@ def build(problem: Problem, caps: Caps | None = None, *, standbys: int = 0) -> M
         indices = [devices.index(name) for name in group]
         for a, b in itertools.pairwise(indices):
             _no_more_nodes_than(model, a, b)
+    for run in interchangeable_members(problem):
+        for a, b in itertools.pairwise(graph.index[m] for m in run):
+            # member a's device index <= member b's (coinfer.solve.symmetry)
+            model.row({**{model.x(a, d): float(d) for d in range(len(devices))},
+                       **{model.x(b, d): -float(d) for d in range(len(devices))}}, -math.inf, 0.0)
     return model
 
 
@@ -216,7 +234,9 @@ def _allowed(problem: Problem, devices: list[str], caps: Caps) -> NDArray[np.boo
         back = cluster.link(name, origin)
         for v, node in enumerate(graph.nodes):
             t = problem.node_time_s[name][node.id]
-            others_s = caps.latency_floor_s - min(problem.node_time_s[n][node.id] for n in devices)
+            # a parallel group's member is not in the floor (coinfer.solve.ilp._floors)
+            others_s = caps.latency_floor_s - (0.0 if node.id in graph.parallel_group_of else
+                                               min(problem.node_time_s[n][node.id] for n in devices))
             if (math.isinf(t) or others_s + t > caps.latency_s or terms.effective_busy_s(dev, t) > caps.bottleneck_s
                     or working_set_bytes(problem, v) > dev.memory_bytes
                     or (node.id in outputs and name != origin
@@ -296,6 +316,34 @@ def _value_rows(model: MilpModel, u: int, size: int, readers: list[int]) -> None
             row[model.x(u, p)] = -1.0
             row[model.x(c, p)] = row.get(model.x(c, p), 0.0) + 1.0
             model.row(row, 0.0, math.inf)
+
+
+def _parallel_groups(model: MilpModel) -> None:
+    """sigma[g] and its rows, one per device (see the module docstring)."""
+    problem, graph = model.problem, model.problem.graph
+    for group in graph.parallel_groups.values():
+        model.spans[group.name] = sigma = model.var(0.0, math.inf)
+        members = [graph.index[m] for m in group.members]
+        model.spanned.update(members)
+        hops = [h for f in group.forks for h in model.sends.get(graph.index[f], [])]
+        outs = [h for v in members for h in model.sends.get(v, [])]
+        for h in (*hops, *outs):
+            h.in_span = True
+        for d, name in enumerate(model.devices):
+            row: dict[int, float] = {sigma: 1.0}
+            for v in members:
+                if model.allowed[v, d]:
+                    row[model.x(v, d)] = -problem.node_time_s[name][graph.nodes[v].id]
+            for h in hops:
+                if h.target == d:
+                    row[h.var] = row.get(h.var, 0.0) - h.time_s
+            for h in outs:
+                if h.source == d:
+                    row[h.var] = row.get(h.var, 0.0) - h.time_s
+            model.row(row, 0.0, math.inf)
+        for v in members:  # valid: a member runs whole on one device (tightens the LP, which splits it)
+            model.row({sigma: 1.0, **{model.x(v, d): -problem.node_time_s[name][graph.nodes[v].id]
+                                      for d, name in enumerate(model.devices) if model.allowed[v, d]}}, 0.0, math.inf)
 
 
 def _results(model: MilpModel) -> None:
@@ -399,16 +447,20 @@ def metrics(model: MilpModel) -> Metrics:
         for v, node in enumerate(problem.graph.nodes):
             if model.allowed[v, d]:
                 busy[d][model.x(v, d)] = times[node.id]
+                if v not in model.spanned:
+                    latency[model.x(v, d)] = times[node.id]
     for d, used in model.used.items():
         latency[used] = terms.queueing_time_s(devs[d].background)
+    for sigma in model.spans.values():
+        latency[sigma] = 1.0
     for hop in model.hops:
         link = problem.cluster.link(model.devices[hop.source], model.devices[hop.target])
-        latency[hop.var] += hop.time_s
+        if not hop.in_span:
+            latency[hop.var] += hop.time_s
         link_busy[hop.source, hop.target][hop.var] += hop.time_s
         energy[hop.source][hop.var] += terms.transmit_energy_j(link, hop.time_s)
         cost[hop.var] += terms.link_cost_usd(link, hop.time_s, hop.size_bytes)
     for d, dev in enumerate(devs):
-        latency += busy[d]
         energy[d] += dev.busy_power_w * busy[d]
         cost += dev.price_usd_per_s * busy[d] + dev.electricity_usd_per_kwh * energy[d] / terms.JOULES_PER_KWH
     return Metrics(latency, energy, cost, busy, dict(link_busy))

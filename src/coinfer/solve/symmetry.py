@@ -7,6 +7,13 @@ every other device o, and a -> b equals b -> a. Then swapping a and b in any pla
 equal cost, and an exact solver may search only plans in which a runs at least as many nodes as
 b: symmetry breaking, which spares branch and bound some of the mirror images of each plan (two
 Jetsons in `one-to-multiple`).
+
+Interchangeable members: the shards of a tensor-parallel layer (one parallel group,
+`Graph.parallel_groups`) that read the same values, take the same time on every device, hold the
+same bytes and output the same bytes to the same join. Swapping two of them between their devices
+changes no cost, so an exact solver may search only plans that give them devices in index order.
+Swapping devices does not change how many nodes a device runs, so the two rules hold together:
+swap devices first, then sort each group's members.
 """
 
 from __future__ import annotations
@@ -28,6 +35,30 @@ def interchangeable_groups(problem: Problem) -> list[list[str]]:
         else:
             groups.append([device.name])
     return [g for g in groups if len(g) > 1]
+
+
+def interchangeable_members(problem: Problem) -> list[list[str]]:
+    """Runs (in graph order) of two or more members of one parallel group that no cost tells apart."""
+    graph = problem.graph
+    runs: list[list[str]] = []
+    for group in graph.parallel_groups.values():
+        classes: list[list[str]] = []
+        for m in group.members:
+            for c in classes:
+                if _same_member(problem, c[0], m):
+                    c.append(m)
+                    break
+            else:
+                classes.append([m])
+        runs.extend(c for c in classes if len(c) > 1)
+    return runs
+
+
+def _same_member(problem: Problem, a: str, b: str) -> bool:
+    na, nb = problem.graph.node(a), problem.graph.node(b)
+    return (set(na.inputs) == set(nb.inputs) and na.param_bytes == nb.param_bytes
+            and na.output_bytes == nb.output_bytes and na.flops == nb.flops
+            and all(times[a] == times[b] for times in problem.node_time_s.values()))
 
 
 def _interchangeable(problem: Problem, a: str, b: str) -> bool:

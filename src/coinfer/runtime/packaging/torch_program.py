@@ -35,7 +35,7 @@ from coinfer.capture.exporting import export_program
 from coinfer.capture.mutation import written_placeholders
 from coinfer.capture.spec import parse_spec
 from coinfer.capture.tensors import tensor_spec
-from coinfer.capture.weights import check_state_dict, source_state_dict
+from coinfer.capture.weights import built_with_weights, check_state_dict, source_state_dict
 from coinfer.errors import PlanError
 from coinfer.graph import DEFAULT_INPUT_NAME, Graph, ModelSource, TensorSpec
 from coinfer.runtime.aten_calls import encode_call
@@ -126,7 +126,7 @@ def _weights(program: Any, graph: Graph) -> tuple[dict[str, Any], dict[str, str]
         if n.op == "get_attr":
             refs[n.name] = f"attr:{n.target}"
             tensors[refs[n.name]] = getattr(program.graph_module, str(n.target))
-    user = source_state_dict(graph)
+    user = None if graph.source is None or built_with_weights(graph.source.options) else source_state_dict(graph)
     if user is not None:
         check_state_dict(user, state, f"weights file {graph.source.options.get('weights') if graph.source else ''}")
         tensors.update({k: user[k] for k in state})
