@@ -94,12 +94,13 @@ CASES = (
 )
 
 
-def lan(count: int, device: str = CATALOG_DEVICE) -> Cluster:
+def lan(count: int, device: str = CATALOG_DEVICE, runtime_s: float = 0.0) -> Cluster:
+    """count devices on a switch; `runtime_s` the runtime's own cost per message (coinfer.cluster.Link)."""
     names = [f"pi{i}" for i in range(1, count + 1)]
     return cluster_from_dict({
         "devices": {n: {"tier": "edge", "device": device, "origin": n == names[0]} for n in names},
-        "links": [{"between": [a, b], "bandwidth_bits_per_s": LAN_BITS_PER_S, "latency_s": LAN_LATENCY_S}
-                  for i, a in enumerate(names) for b in names[i + 1:]],
+        "links": [{"between": [a, b], "bandwidth_bits_per_s": LAN_BITS_PER_S, "latency_s": LAN_LATENCY_S,
+                   "runtime_s": runtime_s} for i, a in enumerate(names) for b in names[i + 1:]],
     }, name=f"{count} x {device}")
 
 
@@ -238,6 +239,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--measure", action="store_true",
                         help="also run tiled plans on local workers (emulated Pis, 2 real workers, memory; minutes)")
+    parser.add_argument("--runtime-s", type=float, default=0.0,
+                        help="the runtime's cost per message priced on every link of --message-cost (s)")
     parser.add_argument("--message-cost", action="store_true",
                         help="also measure what halo exchange's messages cost the runtime beyond the model (minutes)")
     parser.add_argument("--steal", action="store_true",
@@ -296,7 +299,10 @@ def main() -> None:
 
         print(f"## Measured: halo exchange's per-message runtime cost, resnet18 conv1..layer4 on emulated "
               f"{CATALOG_DEVICE}s\n")
-        print(message_cost_table(captured("torchvision:resnet18", (1, 3, 224, 224)), lan, "conv1",
+        if args.runtime_s:
+            print(f"(every link prices the runtime's {args.runtime_s * 1e3:.2f} ms per message)\n")
+        print(message_cost_table(captured("torchvision:resnet18", (1, 3, 224, 224)),
+                                 lambda count: lan(count, runtime_s=args.runtime_s), "conv1",
                                  "layer4.1.relu.relu__16", "avgpool..fc", GRID_FOR) + "\n")
     if args.steal:
         from tiling_runs import captured
