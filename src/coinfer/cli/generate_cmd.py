@@ -166,7 +166,8 @@ def _decode_plan(args: argparse.Namespace, steps: Any, problems: Any) -> Any:
         if set(loaded.placement) != ids:
             raise UserInputError(f"plan {args.plan} places other nodes than {args.model}'s decode graph at context "
                                  f"{steps.context}; write it with coinfer generate --save-plan for the same model, "
-                                 "--layers and context")
+                                 "--layers, context and --tensor-parallel degree (a plan saved under --tensor-parallel "
+                                 "auto needs the degree auto chose)")
         return Plan(steps.decode, dict(loaded.placement), loaded.solver, codecs=dict(loaded.codecs))
     return plan_generation(steps, problems, solver=args.solver, placement=args.plan, objective=args.objective)
 
