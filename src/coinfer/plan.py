@@ -29,7 +29,7 @@ from typing import Any
 
 from coinfer.codec_model import NO_CODEC, Codec
 from coinfer.errors import PlanError
-from coinfer.graph import Graph
+from coinfer.graph import Graph, ParallelGroup
 from coinfer.plan_tiling import Tiling, check_tilings, is_tile_spec, parse_tile_spec, tiling_with_gather
 
 
@@ -132,13 +132,15 @@ class Plan:
         return out
 
     @property
+    def spread_groups(self) -> tuple[ParallelGroup, ...]:
+        """The graph's parallel groups whose members run on two or more devices (run at once)."""
+        return tuple(g for g in self.graph.parallel_groups.values()
+                     if len({self.placement[m] for m in g.members}) > 1)
+
+    @property
     def _spread_group_starts(self) -> frozenset[str]:
-        """The members and joins of the parallel groups whose members run on two or more devices."""
-        out: set[str] = set()
-        for group in self.graph.parallel_groups.values():
-            if len({self.placement[m] for m in group.members}) > 1:
-                out.update((*group.members, group.join))
-        return frozenset(out)
+        """The members and joins of the spread groups: each starts a stage of its own."""
+        return frozenset(n for g in self.spread_groups for n in (*g.members, g.join))
 
     def codec(self, source: str, target: str) -> Codec:
         """The codec of the directed link source -> target (`none` unless `codecs` lists it)."""

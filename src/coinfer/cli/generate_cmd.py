@@ -76,8 +76,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import coinfer
     from coinfer.llm import capture_steps
-    from coinfer.llm.parallel_choice import choose_degree, is_auto
-    from coinfer.llm.planning import generation_problems
+    from coinfer.llm.parallel_choice import steps_and_plan
     from coinfer.llm.steps import check_fits
 
     _check_counts(args)
@@ -89,17 +88,9 @@ def run(args: argparse.Namespace) -> int:
                              tensor_parallel=tensor_parallel).for_sessions(args.sessions)
 
     cluster = coinfer.load_cluster(args.cluster)
-    choice = None
-    if is_auto(args.tensor_parallel):
-        if args.plan:
-            raise UserInputError("--tensor-parallel auto chooses the plan with --solver; drop --plan, or give a degree")
-        best, plan, candidates = choose_degree(capture, cluster, objective=args.objective, solver=args.solver)
-        steps, problems = best.steps, best.problems
-        choice = [c.summary() for c in candidates]
-    else:
-        steps = capture(args.tensor_parallel)
-        problems = generation_problems(steps, cluster, args.objective)
-        plan = _decode_plan(args, steps, problems)
+    user_plan = (lambda steps, problems: _decode_plan(args, steps, problems)) if args.plan else None
+    steps, problems, plan, choice = steps_and_plan(capture, cluster, tensor_parallel=args.tensor_parallel,
+                                                   objective=args.objective, solver=args.solver, given=user_plan)
     rng = np.random.default_rng(args.seed)
     prompts = [given] if given is not None else [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64)
                                                  for _ in range(args.sessions)]

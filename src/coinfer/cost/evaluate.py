@@ -88,7 +88,7 @@ def evaluate(plan: Plan, problem: Problem) -> Breakdown:
     tiled_compute_s = sum(c.critical_compute_s for c in tiled)
     compute_s = sum(busy_s.values()) - sum(c.devices[d].compute_s for c in tiled for d in c.devices) + tiled_compute_s
     transfer_s = sum(t.time_s for t in transfers) + sum(c.latency_s for c in tiled) - tiled_compute_s
-    spans = group_spans(plan, problem, transfers) if problem.graph.parallel_groups else ()
+    spans = group_spans(plan, problem, transfers)
     compute_credit_s = sum(g.compute_s - g.critical_compute_s for g in spans)
     compute_s -= compute_credit_s
     transfer_s -= sum(g.credit_s for g in spans) - compute_credit_s

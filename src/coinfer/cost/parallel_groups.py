@@ -38,9 +38,7 @@ from coinfer.problem import Problem
 
 def group_spans(plan: Plan, problem: Problem, transfers: Iterable[Transfer]) -> tuple[GroupSpan, ...]:
     """The span of every parallel group of the plan's graph that runs on two or more devices."""
-    graph = problem.graph
-    groups = [g for g in graph.parallel_groups.values()
-              if len({plan.placement[m] for m in g.members}) > 1 and not plan.tiled_node_ids & set(g.members)]
+    groups = [g for g in plan.spread_groups if not plan.tiled_node_ids & set(g.members)]
     if not groups:
         return ()
     hops = [t for t in transfers if not t.is_result]

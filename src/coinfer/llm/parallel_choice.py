@@ -21,7 +21,7 @@ from typing import Any
 
 from coinfer.cluster import Cluster
 from coinfer.cost import evaluate
-from coinfer.errors import CoinferError, InfeasibleError
+from coinfer.errors import CoinferError, InfeasibleError, UserInputError
 from coinfer.llm.planning import LLM_OBJECTIVES, generation_problems, plan_generation
 from coinfer.llm.steps import StepGraphs
 from coinfer.plan import Plan
@@ -29,6 +29,7 @@ from coinfer.problem import Problem
 
 MAX_DEGREE = 4  # tensor parallelism over 2-4 devices, as the literature runs it over links (not NVLink)
 AUTO = "auto"
+PlanOf = Callable[[StepGraphs, tuple[Problem, Problem]], Plan]  # a plan the user gave, over given step graphs
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,8 @@ class DegreeCandidate:
     @property
     def split_half_layers(self) -> tuple[int, int]:
         """(half-layers whose shards run on two or more devices, half-layers split into shards)."""
-        groups = self.steps.decode.parallel_groups.values()
-        if self.plan is None:
-            return 0, len(groups)
-        spread = sum(len({self.plan.placement[m] for m in g.members}) > 1 for g in groups)
-        return spread, len(groups)
+        total = len(self.steps.decode.parallel_groups)
+        return (0 if self.plan is None else len(self.plan.spread_groups)), total
 
     def summary(self) -> dict[str, object]:
         spread, total = self.split_half_layers
@@ -83,6 +81,25 @@ def choose_degree(capture: Callable[[str | None], StepGraphs], cluster: Cluster,
         reasons = "; ".join(f"{'no split' if c.degree == 1 else f'degree {c.degree}'}: {c.error}" for c in candidates)
         raise InfeasibleError(f"no degree of tensor parallelism gives a feasible plan ({reasons})")
     return best, best.plan, candidates
+
+
+def steps_and_plan(capture: Callable[[str | None], StepGraphs], cluster: Cluster, *, tensor_parallel: str | int | None,
+                   objective: str, solver: str | None, given: PlanOf | None = None,
+                   ) -> tuple[StepGraphs, tuple[Problem, Problem], Plan, list[dict[str, object]] | None]:
+    """The step graphs, problems and decode plan of a generation, and what `auto` compared (None for a
+    given degree). `given(steps, problems)` is the plan the user gave (a placement, a plan file) or
+    None to solve; `auto` refuses one, since it chooses the plan itself."""
+    if is_auto(tensor_parallel):
+        if given is not None:
+            raise UserInputError("--tensor-parallel auto chooses the plan with a solver; drop --plan (Python: the "
+                                 "placement), or give a degree")
+        best, plan, candidates = choose_degree(capture, cluster, objective=objective, solver=solver)
+        return best.steps, best.problems, plan, [c.summary() for c in candidates]
+    steps = capture(None if tensor_parallel is None else str(tensor_parallel))
+    problems = generation_problems(steps, cluster, objective)
+    plan = given(steps, problems) if given is not None else plan_generation(steps, problems, solver=solver,
+                                                                          objective=objective)
+    return steps, problems, plan, None
 
 
 def _solved(degree: int, steps: StepGraphs, cluster: Cluster, objective: str, solver: str | None) -> DegreeCandidate:

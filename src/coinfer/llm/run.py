@@ -21,8 +21,8 @@ import numpy as np
 from coinfer.cluster import Cluster
 from coinfer.errors import UserInputError
 from coinfer.llm.generation import OnToken, generate_tokens
-from coinfer.llm.parallel_choice import choose_degree, is_auto
-from coinfer.llm.planning import generation_problems, plan_generation
+from coinfer.llm.parallel_choice import steps_and_plan
+from coinfer.llm.planning import plan_generation
 from coinfer.llm.steps import StepGraphs, capture_steps, check_fits
 
 
@@ -52,22 +52,15 @@ def generate(model: str, cluster: str | Cluster, *, placement: str | None = None
         raise UserInputError(f"the prompts have {len(lengths)} different lengths; give prompts of one length")
     length, count = lengths.pop(), len(prompts) if prompts is not None else sessions
 
-    def capture(split: str | int | None) -> StepGraphs:  # every device's memory holds each session's KV cache
+    def capture(split: str | None) -> StepGraphs:  # every device's memory holds each session's KV cache
         return capture_steps(model, length, max_new_tokens, context=context, layers=layers, seed=seed,
                              weights=weights, tensor_parallel=split).for_sessions(count)
 
     the_cluster = coinfer.load_cluster(cluster) if isinstance(cluster, str) else cluster
-    choice = None
-    if is_auto(tensor_parallel):
-        if placement is not None:
-            raise UserInputError("tensor_parallel='auto' chooses the plan with a solver; drop the placement")
-        best, plan, candidates = choose_degree(capture, the_cluster, objective=objective, solver=solver)
-        steps, problems = best.steps, best.problems
-        choice = [c.summary() for c in candidates]
-    else:
-        steps = capture(tensor_parallel)
-        problems = generation_problems(steps, the_cluster, objective)
-        plan = plan_generation(steps, problems, solver=solver, placement=placement, objective=objective)
+    given = None if placement is None else (lambda steps, problems: plan_generation(
+        steps, problems, solver=solver, placement=placement, objective=objective))
+    steps, problems, plan, choice = steps_and_plan(capture, the_cluster, tensor_parallel=tensor_parallel,
+                                                   objective=objective, solver=solver, given=given)
     if prompts is None:
         rng = np.random.default_rng(seed)
         arrays = [rng.integers(0, steps.vocab_size, steps.prompt_tokens, dtype=np.int64) for _ in range(sessions)]
