@@ -72,8 +72,13 @@ def test_toy_balances_two_equal_devices(toy_problem: Problem) -> None:
     assert plan.reported_objective == pytest.approx(2.0, rel=1e-6)
 
 
-def test_refuses_more_than_eight_devices(toy_problem: Problem) -> None:
-    devices = (Device("o", "end", 1e9, origin=True), *(Device(f"s{i}", "edge", 1e9) for i in range(8)))
-    problem = make_problem(toy_problem.graph, Cluster("big", devices))
-    with pytest.raises(UserInputError, match="at most 8 devices"):
+def test_refuses_more_than_eight_distinct_devices_but_counts_identical_ones(toy_problem: Problem) -> None:
+    distinct = (Device("o", "end", 1e9, origin=True), *(Device(f"s{i}", "edge", 1e9 * (i + 2)) for i in range(8)))
+    problem = make_problem(toy_problem.graph, Cluster("big", distinct))
+    with pytest.raises(UserInputError, match="9 devices in 9 classes"):
         pipeline_dp(problem)
+    # eight identical servers are one class: 9 counts x 2 classes, not 2^9 subsets
+    identical = (Device("o", "end", 1e9, origin=True), *(Device(f"s{i}", "edge", 1e9) for i in range(8)))
+    links = tuple(Link(a.name, b.name, 1e9) for a in identical for b in identical if a is not b)
+    plan = pipeline_dp(make_problem(toy_problem.graph, Cluster("big", identical, links), objective="throughput"))
+    assert set(plan.placement) == {"a", "b"}

@@ -85,3 +85,31 @@ def test_halo_mode_needs_a_grid_and_links_between_the_tile_devices() -> None:
         tiled_stage_cost(graph, spatial, equal_grid(8, 4, 2, 1), ["B", "C"], times, cluster, "S", "S", mode="halo")
     with pytest.raises(PlanError, match="give a TileGrid"):
         tiled_stage_cost(graph, spatial, [Region.of(0, 8, 0, 4)], ["B"], times, cluster, "S", "S", mode="halo")
+
+
+def test_a_block_node_whose_convolutions_trade_halos_is_timed_op_by_op() -> None:
+    # One node ("block") owning both convolutions, as `--granularity block` makes resnet18's basic
+    # blocks: conv2 reads conv1's halo inside the node. With the block's 0.096 s shared by positions
+    # (32 each: 0.048 a convolution), the schedule equals the two-node chain with 0.048 s each.
+    # Equal channels throughout: a halo's bytes come from its value's node's spec, and inside a block
+    # only the block's output has one.
+    from dataclasses import replace
+
+    from coinfer.graph import Graph
+
+    graph, spatial = conv_chain([2, 2, 2], 8, 4)
+    conv1, conv2 = graph.nodes
+    block = replace(conv2, id="block", inputs=conv1.inputs, param_bytes=conv1.param_bytes + conv2.param_bytes,
+                    source_nodes=("conv2d_1", "conv2d_2"))
+    block_graph = Graph("block", graph.inputs, (block,))
+    block_range = replace(spatial, ops=tuple(replace(op, owner="block") for op in spatial.ops))
+    grid = equal_grid(8, 4, 2, 1)
+    split = tiled_stage_cost(graph, spatial, grid, ["A", "B"], {d: {"conv1": 0.048, "conv2": 0.048} for d in "AB"},
+                             two_devices(), "A", "A", mode="halo")
+    whole = tiled_stage_cost(block_graph, block_range, grid, ["A", "B"], {d: {"block": 0.096} for d in "AB"},
+                             two_devices(), "A", "A", mode="halo")
+    assert whole.halo_messages == split.halo_messages == 2
+    assert whole.latency_s == pytest.approx(split.latency_s)
+    for a, b in zip(whole.tiles, split.tiles, strict=True):
+        assert (a.compute_start_s, a.compute_end_s, a.output_ready_s) == pytest.approx(
+            (b.compute_start_s, b.compute_end_s, b.output_ready_s))

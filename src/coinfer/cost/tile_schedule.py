@@ -4,7 +4,7 @@ A message holds its resources for `transfer_time_s - latency` (the wire time of 
 FIFO link) and arrives one latency later. With `contention="links"` the resource is the directed
 link, as coinfer's simulator and emulated links treat it; with `"ports"` every device has one
 outgoing and one incoming port. `StageSchedule.run` times fused tiles (each runs the whole range
-on its crop), `run_halo` halo-exchange tiles node by node (coinfer.cost.tiled_stage's module docstring
+on its crop), `run_halo` halo-exchange tiles op by op (coinfer.cost.tiled_stage's module docstring
 gives both schedules). Pure Python.
 """
 
@@ -96,33 +96,38 @@ class StageSchedule:
     def run_halo(self, shapes: RangeShapes, halo: HaloBounds, bounds: Sequence[TileBounds], devices: Sequence[str],
                  node_time_s: Mapping[str, Mapping[str, float]], links: Mapping[tuple[str, str], Link],
                  scatter: str, gather: str) -> tuple[tuple[TileCost, ...], list[Exchange]]:
-        """Halo mode: node by node, each device runs its tiles' owned parts in index order; a tile starts
-        a node once its device is free and the halos the node's ops read have arrived (module docstring)."""
+        """Halo mode: op by op, each device runs its tiles' owned parts in index order; a tile starts
+        an op once its device is free and the halos the op reads have arrived (module docstring).
+
+        Op by op, not node by node: in a block graph one node holds several convolutions, and a
+        halo made by one of them is read by the next inside the same node (resnet18's blocks)."""
         tiles = range(len(devices))
         arrival = self.scatter(shapes, bounds, devices, links, scatter)
-        waits: dict[tuple[int, str], list[Halo]] = defaultdict(list)  # (tile, reading node) -> halos it waits for
-        made_by: dict[str, list[Halo]] = defaultdict(list)  # node -> halos of the values it makes
+        steps = halo_steps(shapes)
+        step_of = _step_of_values(shapes, steps)
+        waits: dict[tuple[int, int], list[Halo]] = defaultdict(list)  # (tile, reading step) -> halos it waits for
+        made_by: dict[int, list[Halo]] = defaultdict(list)  # step -> halos of the values it makes
         for h in halo.halos:
             if h.value != shapes.spatial.input:  # the input's halo comes with the scatter crop
-                waits[(h.target, shapes.owner[h.reader])].append(h)
-                made_by[shapes.owner[h.value]].append(h)
+                waits[(h.target, step_of[h.reader])].append(h)
+                made_by[step_of[h.value]].append(h)
         clock: dict[str, float] = defaultdict(float)
-        done: dict[tuple[int, str], float] = {}
+        done: dict[tuple[int, int], float] = {}
         halo_arrival: dict[Halo, float] = {}
         compute_s: dict[int, float] = defaultdict(float)
         first_start_s: dict[int, float] = {}
         received: dict[int, int] = defaultdict(int)
         exchanges: list[Exchange] = []
-        for node in shapes.nodes:
+        for s, (node_id, op) in enumerate(steps):
             for t in tiles:
                 device = devices[t]
-                start = max(clock[device], arrival[t][1], *(halo_arrival[h] for h in waits[(t, node.id)]))
-                spent = shapes.node_compute_s(node.id, bounds[t], node_time_s[device], owned_only=True)
+                start = max(clock[device], arrival[t][1], *(halo_arrival[h] for h in waits[(t, s)]))
+                spent = shapes.step_compute_s(node_id, op, bounds[t], node_time_s[device])
                 first_start_s.setdefault(t, start)
-                clock[device] = done[(t, node.id)] = start + spent
+                clock[device] = done[(t, s)] = start + spent
                 compute_s[t] += spent
-            for h in sorted(made_by[node.id], key=lambda h: (done[(h.source, node.id)], h.source, h.target)):
-                ready, source, target = done[(h.source, node.id)], devices[h.source], devices[h.target]
+            for h in sorted(made_by[s], key=lambda h: (done[(h.source, s)], h.source, h.target)):
+                ready, source, target = done[(h.source, s)], devices[h.source], devices[h.target]
                 if source == target:  # tiles of one device share its memory
                     halo_arrival[h] = ready
                     continue
@@ -130,7 +135,7 @@ class StageSchedule:
                 transfer_s, halo_arrival[h] = self.send(links[(source, target)], size, ready)
                 exchanges.append(Exchange(source, target, size, transfer_s))
                 received[h.target] += size
-        last = shapes.nodes[-1].id
+        last = len(steps) - 1
         out: list[TileCost] = []
         for t in sorted(tiles, key=lambda t: (done[(t, last)], t)):
             device, b, end = devices[t], bounds[t], done[(t, last)]
@@ -172,3 +177,23 @@ class StageSchedule:
                 output_ready_s=ready,
             ))
         return tuple(sorted(out, key=lambda t: t.index))
+
+
+def halo_steps(shapes: RangeShapes) -> list[tuple[str, str | None]]:
+    """The range's compute steps in execution order: (node, op) for each op that computes, and
+    (node, None) for a node with no spatial op (it runs once, on its share of the output)."""
+    steps: list[tuple[str, str | None]] = []
+    for node in shapes.nodes:
+        names = shapes.ops_of.get(node.id)
+        steps.extend((node.id, name) for name in names) if names else steps.append((node.id, None))
+    return steps
+
+
+def _step_of_values(shapes: RangeShapes, steps: Sequence[tuple[str, str | None]]) -> dict[str, int]:
+    """Value -> the step that makes it. An item (one result of a multi-output op) is made with the op
+    it picks from."""
+    step_of = {op: s for s, (_, op) in enumerate(steps) if op is not None}
+    for op in shapes.spatial.ops:
+        if op.name not in step_of and op.inputs and op.inputs[0] in step_of:
+            step_of[op.name] = step_of[op.inputs[0]]
+    return step_of

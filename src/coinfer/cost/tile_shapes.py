@@ -59,6 +59,14 @@ class RangeShapes:
         part, whole = self.computed(node_id, bounds, owned_only)
         return times[node_id] * part / whole
 
+    def step_compute_s(self, node_id: str, op: str | None, bounds: TileBounds, times: Mapping[str, float]) -> float:
+        """Halo mode: the node's time for one of its ops (`op`), in proportion to the positions the
+        tile owns of it against the node's whole ops; a node with no op (None) on its output share."""
+        if op is None:
+            return self.node_compute_s(node_id, bounds, times, owned_only=True)
+        whole = sum(area(self.spatial.sizes[name]) for name in self.ops_of[node_id])
+        return times[node_id] * bounds.ops[op].output.area / whole
+
     def compute_s(self, bounds: TileBounds, times: Mapping[str, float]) -> float:
         return sum(self.node_compute_s(node.id, bounds, times) for node in self.nodes)
 

@@ -55,14 +55,16 @@ Halo-exchange mode (`mode="halo"`, CoEdge; ownership and halos: `coinfer.tiling.
   halo (the scatter device holds the whole map, so that halo costs no extra message).
 * Halos: for every value and ordered pair of tiles on different devices whose windows read the
   other's part, one message of the box read (`terms.transfer_time_s`, latency included, bytes
-  from the value's node's spec), sent when the sender has finished the node making the value, on
+  from the value's node's spec), sent when the sender has finished the op making the value, on
   the same FIFO resources as the crops. Tiles on one device share memory: no message.
-* Schedule (layer-by-layer synchronisation): node by node in graph order, every device runs its
-  tiles in index order; tile t starts node n at max(its device free, its crop arrived, every halo
-  that n's ops read on t arrived). Each output tile leaves for the gather device when its last
-  node is done. Messages are queued on a resource in the order their nodes run, which is their
+* Schedule (layer-by-layer synchronisation): op by op in execution order (a block node's ops one
+  after another, its time shared among them by the positions each computes; a node with no
+  spatial op is one step), every device runs its tiles in index order; tile t starts op o at
+  max(its device free, its crop arrived, every halo that o reads on t arrived). Each output tile
+  leaves for the gather device when its last op is done. Messages are queued on a resource in the
+  order their ops run, which is their
   ready order per directed link; with `contention="ports"` messages from two devices into one
-  port are queued by node, not by the exact ready time (a small approximation).
+  port are queued by op, not by the exact ready time (a small approximation).
 * Memory: what the tile holds of each value (owned part plus halos) in the working set.
 """
 

@@ -25,7 +25,7 @@ from coinfer.solve.ilp import ilp
 from coinfer.solve.memory_share import memory_share
 from coinfer.solve.neurosurgeon import neurosurgeon
 from coinfer.solve.pareto import pareto
-from coinfer.solve.pipeline_dp import pipeline_dp
+from coinfer.solve.pipeline_dp import pipeline_dp, pipeline_dp_order
 from coinfer.solve.tiled_brute_force import tiling_brute_force
 from coinfer.solve.unreliability import pricing
 from coinfer.solve.vsm import vsm
@@ -43,6 +43,7 @@ _FUNCTIONS: Mapping[str, Solver] = {
     "ilp": ilp,
     "hpa": hpa,
     "pipeline-dp": pipeline_dp,
+    "pipeline-dp-order": pipeline_dp_order,
     "genetic": genetic,
     "pareto": pareto,
     "brute-force": brute_force,

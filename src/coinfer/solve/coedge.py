@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint
 
 from coinfer.cluster import Link
 from coinfer.cost import terms
@@ -49,6 +49,7 @@ from coinfer.errors import PlanError
 from coinfer.graph import Graph
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Problem
+from coinfer.solve.highs import milp
 from coinfer.solve.tiled_ranges import (
     first_segment,
     range_ends,

@@ -23,7 +23,7 @@ never exchange a value). Limits are shrunk by `ilp_model.LIMIT_MARGIN` (relative
 HiGHS's feasibility tolerance cannot hand back a plan `evaluate` rejects.
 
 Speed (exact): before the MILP, the best feasible plan among cheap ones (every single-device
-plan; `pipeline-dp` for a bottleneck objective on up to PIPELINE_MAX_DEVICES devices) is an
+plan; `pipeline-dp` for a bottleneck objective while its states are at most PIPELINE_MAX_STATES) is an
 incumbent with objective F. Every metric is non-negative, so an optimal plan has latency <=
 F / w_latency and bottleneck <= F / w_bottleneck; with the deadline and the request rate these
 are `ilp_model.Caps`, and any node time or hop above a cap is ruled out before HiGHS sees the
@@ -48,16 +48,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult
 from scipy.sparse import csr_array
 
 from coinfer.cost import Breakdown, evaluate, terms
 from coinfer.errors import InfeasibleError, UserInputError
 from coinfer.plan import Plan, all_on
 from coinfer.problem import Metric, Problem
-from coinfer.solve.ilp_model import LIMIT_MARGIN, Caps, Metrics, MilpModel, build, metrics, single_resource_rows
+from coinfer.solve.highs import milp
+from coinfer.solve.ilp_model import (
+    LIMIT_MARGIN,
+    Caps,
+    Metrics,
+    MilpModel,
+    build,
+    metrics,
+    pigeonhole_floor_s,
+    single_resource_rows,
+)
 from coinfer.solve.ilp_reliability import MAX_FAILURE_STATES, reliability_form, standbys_exact, state_count
-from coinfer.solve.pipeline_dp import pipeline_dp
+from coinfer.solve.pipeline_dp import dp_state_count, pipeline_dp
 from coinfer.solve.replicas import MAX_STANDBYS_PER_STAGE, choose_standbys
 from coinfer.solve.unreliability import wants_standbys
 
@@ -71,8 +81,9 @@ DISP = False  # True prints the HiGHS log (for debugging a slow model)
 # Relative slack on the caps an incumbent gives (see `_caps`): far above rounding, far below any
 # difference between two plans that matters.
 CAP_SLACK = 1e-6
-# pipeline-dp as an incumbent: O(2^k k N^2) time and (N+1)^2 floats of memory per device.
-PIPELINE_MAX_DEVICES = 5
+# pipeline-dp as an incumbent: O(S M^2) time for S states (5 distinct devices: 160; 6 identical
+# servers and an origin: 28) and M cuts, and M^2 floats of memory per class of devices.
+PIPELINE_MAX_STATES = 160
 PIPELINE_MAX_NODES = 1500
 # Each standby costs this much of the scaled objective (a simple plan costs OBJECTIVE_SCALE): among
 # plans equal to 1e-7 the one with fewer standbys wins, and a standby that buys nothing is not taken.
@@ -228,10 +239,10 @@ def _incumbent(problem: Problem, singles: list[Breakdown], terms_: ReliabilityTe
     if terms_.standbys and not terms_.with_links and problem.constraints.min_reliability is not None:
         # (with links in the states the MILP allows one standby per node, fewer than the greedy pass)
         plans = [_with_greedy_standbys(p, problem) or (p, b) for p, b in plans]
-    if (problem.objective.weights.get("bottleneck_s", 0.0) > 0 and len(problem.cluster.devices) <= PIPELINE_MAX_DEVICES
+    if (problem.objective.weights.get("bottleneck_s", 0.0) > 0 and dp_state_count(problem) <= PIPELINE_MAX_STATES
             and len(problem.graph.nodes) <= PIPELINE_MAX_NODES):
         try:
-            piped = pipeline_dp(problem)
+            piped = pipeline_dp(problem, say_fallback=False)
             plans.append((piped, evaluate(piped, problem)))
         except (InfeasibleError, UserInputError):
             pass  # no pipeline meets memory or links: the single-device plans remain
@@ -321,6 +332,9 @@ def _objective(model: MilpModel, lin: Metrics, reliability: dict[int, float]) ->
             if math.isfinite(cap):
                 model.row(_sparse(resource / unit), -math.inf, cap / unit)
         single_resource_rows(model, b, unit)
+        floor = pigeonhole_floor_s(model)
+        if floor > 0:
+            model.row({b: 1.0}, floor / unit, math.inf)
         c = np.append(c, np.zeros(len(model.lb) - len(c)))  # its auxiliary variables cost nothing
     return c
 
