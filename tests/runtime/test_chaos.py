@@ -73,17 +73,23 @@ def test_a_link_taken_down_in_the_kernel_is_detected_and_routed_around() -> None
             recovery = Recovery(client, plan, problem, workers.endpoint, options, watchdog, sink)
             answered = 0
             cut_at: list[float] = []
+            cutters: list[threading.Thread] = []
 
             def cut_after_twenty(_: Outcome) -> None:
                 nonlocal answered
                 answered += 1
                 if answered == 20:
                     cut_at.append(time.perf_counter())
-                    threading.Thread(target=topology.set_link_up, args=("a", "b", False)).start()
+                    cutters.append(threading.Thread(target=topology.set_link_up, args=("a", "b", False)))
+                    cutters[0].start()
 
             outcomes = run_requests(client, "a", recovery.version, outputs, lambda _: x, 200, 2, 60.0,
                                     on_done=cut_after_twenty, rerouter=recovery)
             served_after_cut = recovery.current
+            # both ends must be down before they come back up: on a loaded machine the cutter's second
+            # `ip link set` could otherwise land after the restore and leave the link cut for good
+            cutters[0].join(timeout=30)
+            assert not cutters[0].is_alive()
             # the link comes back: its receiver hears keepalives again and the run returns to its plan
             topology.set_link_up("a", "b", True)
             first_id, deadline = 1000, time.perf_counter() + 30
