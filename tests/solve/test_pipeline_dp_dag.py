@@ -7,9 +7,12 @@ must equal it on any DAG, with memory limits and with interchangeable devices co
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,13 +20,16 @@ from hypothesis import strategies as st
 from coinfer.api import make_problem
 from coinfer.cluster import Cluster, Device, Link
 from coinfer.cost import evaluate
-from coinfer.errors import InfeasibleError
+from coinfer.errors import InfeasibleError, UserInputError
 from coinfer.graph import Graph, GraphInput, Node, TensorSpec
 from coinfer.plan import Plan
 from coinfer.problem import Problem
-from coinfer.solve.cut_lattice import count_ideals, ideal_lattice, prefix_lattice
-from coinfer.solve.pipeline_dp import pipeline_dp, pipeline_dp_order
+from coinfer.solve.cut_lattice import count_ideals, glued_units, ideal_lattice, prefix_lattice
+from coinfer.solve.pipeline_dp import MAX_IDEALS, glueable_nodes, pipeline_dp, pipeline_dp_order, pipeline_dp_over
 from tests.solve.random_problems import problems
+
+# the module, which `coinfer.solve` shadows with its function of the same name
+pipeline_dp_module = importlib.import_module("coinfer.solve.pipeline_dp")
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -145,25 +151,121 @@ def test_the_ideals_are_exactly_the_predecessor_closed_sets(graph: Graph) -> Non
     assert got == set(ideals_of(graph)) and lattice.size == len(got)
     sizes = lattice.masks.sum(axis=1)
     assert list(sizes) == sorted(sizes)  # a subset always comes first
-    for a, b in itertools.product(range(lattice.size), repeat=2):
-        assert lattice.below[a, b] == (set(lattice.masks[a].nonzero()[0]) < set(lattice.masks[b].nonzero()[0]))
+    pairs = lattice.stage_pairs(np.ones(len(graph.nodes)), math.inf, 10**6)
+    assert pairs is not None
+    listed = list(zip(pairs.a.tolist(), pairs.b.tolist(), strict=True))
+    assert listed == sorted(listed, key=lambda ab: (ab[1], ab[0]))
+    subsets = {(a, b) for a, b in itertools.product(range(lattice.size), repeat=2)
+               if set(lattice.masks[a].nonzero()[0]) < set(lattice.masks[b].nonzero()[0])}
+    assert set(listed) == subsets and len(listed) == len(subsets)
     prefixes = prefix_lattice(graph)
     assert prefixes.size == len(graph.nodes) + 1
     assert (prefixes.masks.sum(axis=1) == range(prefixes.size)).all()
+    assert prefixes.stage_pairs(np.ones(len(graph.nodes)), math.inf, 10**6) is not None
 
 
 def test_too_many_ideals_falls_back_to_the_order_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    # 14 independent nodes: 2^14 = 16,384 ideals, over the bound
+    # 17 independent nodes: 2^17 = 131,072 ideals, over the bound; none is free, so none is glued
     graph = Graph("wide", (GraphInput("input", TensorSpec(1)),),
-                  tuple(Node(f"n{i}", ("input",), flops=1e9, output_bytes=1) for i in range(14)))
-    assert count_ideals(graph, 3000) is None
+                  tuple(Node(f"n{i}", ("input",), flops=1e9, output_bytes=1) for i in range(17)))
+    assert count_ideals(graph, MAX_IDEALS) is None
     devices = (Device("x", "end", 1e9, origin=True), Device("y", "edge", 1e9))
     problem = make_problem(graph, Cluster("two", devices, (Link("x", "y", 1e15), Link("y", "x", 1e15))),
                            objective="throughput")
     with caplog.at_level("WARNING"):
         plan = pipeline_dp(problem)
-    assert "more than 3000 ideals" in caplog.text and "pipeline-dp-order" in caplog.text
-    assert evaluate(plan, problem).bottleneck_s == pytest.approx(7.0)  # 7 nodes a device
+    assert f"more than {MAX_IDEALS:,} ideals" in caplog.text and "pipeline-dp-order" in caplog.text
+    assert evaluate(plan, problem).bottleneck_s == pytest.approx(9.0)  # 9 nodes on one device, 8 on the other
+
+
+def test_too_many_stage_pairs_falls_back_to_the_order_and_says_so(caplog: pytest.LogCaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = Graph("wide", (GraphInput("input", TensorSpec(1)),),
+                  tuple(Node(f"n{i}", ("input",), flops=1e9, output_bytes=1) for i in range(6)))
+    devices = (Device("x", "end", 1e9, origin=True), Device("y", "edge", 1e9))
+    problem = make_problem(graph, Cluster("two", devices, (Link("x", "y", 1e15), Link("y", "x", 1e15))),
+                           objective="throughput")
+    monkeypatch.setattr(pipeline_dp_module, "MAX_STAGE_PAIRS", 40)  # the order's 21 pairs fit, the ideals' do not
+    with caplog.at_level("WARNING"):
+        plan = pipeline_dp(problem)
+    assert "pair into more than 40 stages" in caplog.text and "pipeline-dp-order" in caplog.text
+    assert evaluate(plan, problem).bottleneck_s == pytest.approx(3.0)
+    monkeypatch.setattr(pipeline_dp_module, "MAX_STAGE_PAIRS", 10)
+    with pytest.raises(UserInputError, match="more than 10 stages"):
+        pipeline_dp_order(problem)
+
+
+@st.composite
+def problems_with_free_nodes(draw: st.DrawFn) -> Problem:
+    """Free-link problems in which some nodes take no time anywhere (1-byte values; weights or none: those
+    with weights may be glued only where memory cannot bind)."""
+    problem = draw(free_link_problems())
+    graph = problem.graph
+    free = draw(st.lists(st.booleans(), min_size=len(graph.nodes), max_size=len(graph.nodes)))
+    weights = draw(st.booleans())
+    nodes = tuple(replace(v, flops=0.0, param_bytes=v.param_bytes if weights else 0, output_bytes=1) if f else v
+                  for v, f in zip(graph.nodes, free, strict=True))
+    graph = Graph(graph.name, graph.inputs, nodes)
+    times = {d: {v.id: 0.0 if f else t[v.id] for v, f in zip(nodes, free, strict=True)}
+             for d, t in problem.node_time_s.items()}
+    return Problem(graph, problem.cluster, times, problem.objective)
+
+
+@SETTINGS
+@given(problem=problems_with_free_nodes())
+def test_gluing_free_nodes_keeps_the_optimum(problem: Problem) -> None:
+    best = best_pipeline_s(problem)
+    free = glueable_nodes(problem)
+    assert all(v.flops == 0 for v, f in zip(problem.graph.nodes, free, strict=True) if f)
+    glued = ideal_lattice(problem.graph, 1000, free)
+    assert glued is not None
+    try:
+        plan = pipeline_dp_over(problem, glued)
+    except InfeasibleError:
+        assert best == math.inf
+        return
+    assert evaluate(plan, problem).bottleneck_s == pytest.approx(best, rel=1e-9)
+    with pytest.MonkeyPatch.context() as patch:
+        # a bound between the glued graph's ideals and the graph's own: pipeline-dp searches the glued ones
+        patch.setattr(pipeline_dp_module, "MAX_IDEALS", max(glued.size, 2))
+        assert evaluate(pipeline_dp(problem), problem).bottleneck_s == pytest.approx(best, rel=1e-9)
+
+
+def test_a_free_node_with_weights_is_not_glued_where_memory_binds() -> None:
+    # a (2 GFLOP, 0.9 MB of weights) -> b (1 GFLOP), and f (no time, 0.5 MB) reads a. y (2 GFLOP/s) holds 1 MB.
+    # Best: {a} on y (1 s), then {b, f} on x (1 s). Glued to a, f would keep a off y: 2 s at best.
+    graph = Graph("leaf", (GraphInput("input", TensorSpec(1)),), (
+        Node("a", ("input",), flops=2e9, output_bytes=1, param_bytes=900_000),
+        Node("f", ("a",), flops=0.0, output_bytes=1, param_bytes=500_000),
+        Node("b", ("a",), flops=1e9, output_bytes=1)))
+    devices = (Device("x", "end", 1e9, origin=True), Device("y", "edge", 2e9, memory_bytes=1e6))
+    problem = make_problem(graph, Cluster("two", devices, (Link("x", "y", 1e15), Link("y", "x", 1e15))),
+                           objective="throughput")
+    assert problem.node_time_s["x"]["f"] == problem.node_time_s["y"]["f"] == 0.0
+    assert glueable_nodes(problem) == [False, False, False]
+    lattice = ideal_lattice(graph, 100, glueable_nodes(problem))
+    assert lattice is not None and lattice.size == 5
+    assert evaluate(pipeline_dp_over(problem, lattice), problem).bottleneck_s == pytest.approx(1.0)
+    roomy_devices = (devices[0], replace(devices[1], memory_bytes=2e6))
+    roomy = make_problem(graph, Cluster("two", roomy_devices, problem.cluster.links), objective="throughput")
+    assert glueable_nodes(roomy) == [False, True, False]  # memory cannot bind: its weights do not matter
+
+
+def test_glued_units_merge_free_leaves_into_their_one_neighbour() -> None:
+    # a -> b -> c, with free f1 reading a (a leaf), free f2 -> f3 -> b (a free chain into b), free g reading a and c
+    def node(name: str, inputs: tuple[str, ...]) -> Node:
+        return Node(name, inputs, flops=1.0, output_bytes=1)
+
+    graph = Graph("leaves", (GraphInput("input", TensorSpec(1)),), (
+        node("a", ("input",)), node("f1", ("a",)), node("f2", ("input",)), node("f3", ("f2",)),
+        node("b", ("a", "f3")), node("c", ("b",)), node("g", ("a", "c"))))
+    free = [v.id in {"f1", "f2", "f3", "g"} for v in graph.nodes]
+    units = glued_units(graph, free)
+    unit = dict(zip((v.id for v in graph.nodes), units, strict=True))
+    assert unit["f1"] == unit["a"] and unit["f2"] == unit["f3"] == unit["b"]
+    assert unit["g"] not in {unit["a"], unit["c"]}  # it touches two parts
+    assert len(set(units)) == 4
+    assert count_ideals(graph, 1000, free) == 5  # a chain of 4 units: {a,f1} -> {b,f2,f3} -> c -> g
 
 
 def test_a_stage_is_held_to_its_own_working_set_not_its_cut_s() -> None:

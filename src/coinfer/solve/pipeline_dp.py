@@ -29,14 +29,20 @@ the class of the last stage's device,
     A[I'][c'][q] = min_{p: c'_p >= 1} max(B[I'][c'][p], hop_{p->q}(I'))   (c' = 0: I' = {}, input hop),
 and the answer is min over c, q of max(B[all][c][q], result hop q -> origin). fits(q, S): the
 parameters of S plus its largest working set (`terms.working_set_bytes`) fit q's memory, evaluate's
-memory need. Each state's minimum over I' is one numpy operation on an M x M matrix (M cuts); the
-largest working set of every pair is exact for prefixes (a running maximum) and, over ideals,
-worked out only for pairs that the cheap bounds leave undecided.
+memory need. The pairs (I', I) are listed sparsely (`CutLattice.stage_pairs`), and each state's
+minimum over I' is one numpy pass over them (a segment minimum per I).
 
-Complexity: O(S M^2) time and O(K M^2) memory for S states (count vectors x classes) and K classes.
-Ideals are enumerated up to `MAX_IDEALS`; past it `pipeline-dp` logs so and searches the order's
-prefixes instead (N + 1 of them). The states are at most `MAX_STATES` (2^8 x 8: eight distinct
-devices), refused above.
+Search: first over the order's prefixes (`pipeline-dp-order`, N(N + 1)/2 pairs at most). Its
+optimum U bounds the DAG's, so over the ideals only stages that some device can run within U are
+paired: a stage outside that bound cannot be part of a pipeline better than U. Ideals are
+enumerated up to `MAX_IDEALS` (the published solver's own limit); past it, nodes that cost nothing
+on every device and touch one part of the graph only are glued to it (`cut_lattice.glued_units`)
+and the glued graph's ideals are tried: that loses no optimum when links are free, the case where
+this DP is exact on a DAG. Past the bound again, or past `MAX_STAGE_PAIRS` pairs, `pipeline-dp`
+logs that it keeps the order's pipeline. The better of the two searches is returned.
+
+Complexity: O(S P) time for S states (count vectors x classes) and P pairs, O(K P) memory for K
+classes. The states are at most `MAX_STATES` (2^8 x 8: eight distinct devices), refused above.
 reported_objective: evaluate's objective of the returned plan under `problem.objective` (for
 objective "throughput" that is bottleneck_s).
 """
@@ -56,46 +62,123 @@ from coinfer.errors import InfeasibleError, UserInputError
 from coinfer.graph import Graph
 from coinfer.plan import Plan
 from coinfer.problem import Problem
-from coinfer.solve.cut_lattice import CutLattice, ideal_lattice, prefix_lattice
+from coinfer.solve.cut_lattice import CutLattice, StagePairs, ideal_lattice, prefix_lattice
 from coinfer.solve.symmetry import interchangeable_groups
 
 log = logging.getLogger(__name__)
 
-# M^2 float64 per device class and one per state: 3,000 ideals take 72 MB a matrix.
-MAX_IDEALS = 3000
+MAX_IDEALS = 60_000  # as the published solver (msr-fiddle/dnn-partitioning's dp.cpp)
+# A pair costs two indices and a time per class of devices: 20 million take about 1 GB with 2 classes.
+MAX_STAGE_PAIRS = 20_000_000
 MAX_STATES = 2 ** 8 * 8
-# Pairs of cuts whose largest working set is worked out at once (pairs x nodes booleans).
+# Pairs whose largest working set is worked out at once (pairs x nodes booleans).
 PAIRS_PER_BLOCK = 1 << 15
+
+
+@dataclass(frozen=True)
+class Found:
+    """A search's pipeline: (class, (cut a, cut b)) per stage in order, and the DP's objective."""
+
+    lattice: CutLattice
+    stages: list[tuple[int, tuple[int, int]]]
+    value_s: float
 
 
 def pipeline_dp(problem: Problem, *, say_fallback: bool = True) -> Plan:
     """The pipeline of least bottleneck over contiguous parts of the DAG; see the module docstring.
-    `say_fallback=False` (for a caller that only wants a good pipeline) skips the warning."""
-    lattice = ideal_lattice(problem.graph, MAX_IDEALS)
-    if lattice is None:
-        say = log.warning if say_fallback else log.debug
-        say("pipeline-dp: %s has more than %d ideals (contiguous cuts of its DAG); searching the "
-            "prefixes of its node order instead (pipeline-dp-order), exact only along that order",
-            problem.graph.name or "the graph", MAX_IDEALS)
-        lattice = prefix_lattice(problem.graph)
-    return _solve(problem, lattice, "pipeline-dp")
+    `say_fallback=False` (for a caller that only wants a good pipeline) logs the fallback at debug."""
+    classes = _classes(problem)
+    ordered = _search(problem, prefix_lattice(problem.graph), classes, math.inf)
+    if ordered is None:
+        raise UserInputError(
+            f"pipeline-dp would pair more than {MAX_STAGE_PAIRS:,} stages of the node order of "
+            f"{problem.graph.name or 'the graph'} ({len(problem.graph.nodes)} nodes); capture it at block "
+            "granularity or use hpa or genetic")
+    found, why = _over_ideals(problem, classes, ordered.value_s)
+    if found is None and why:
+        (log.warning if say_fallback else log.debug)(
+            "pipeline-dp: %s; keeping the best pipeline over the prefixes of the node order (pipeline-dp-order), "
+            "exact only along that order", why)
+        return _plan(problem, classes, ordered, "pipeline-dp")
+    if found is None:  # the graph's only ideals are the order's prefixes (a chain)
+        return _plan(problem, classes, ordered, "pipeline-dp")
+    plans = [_plan(problem, classes, f, "pipeline-dp") for f in (found, ordered) if math.isfinite(f.value_s)]
+    if not plans:
+        return _plan(problem, classes, found, "pipeline-dp")  # raises: nothing fits
+    return min(plans, key=lambda plan: math.inf if plan.reported_objective is None else plan.reported_objective)
 
 
 def pipeline_dp_order(problem: Problem) -> Plan:
     """PipeEdge's search: stages are ranges of the graph's one topological order."""
-    return _solve(problem, prefix_lattice(problem.graph), "pipeline-dp-order")
-
-
-def _solve(problem: Problem, lattice: CutLattice, name: str) -> Plan:
     classes = _classes(problem)
-    stages = _search(problem, lattice, classes)
+    found = _search(problem, prefix_lattice(problem.graph), classes, math.inf)
+    if found is None:
+        raise UserInputError(
+            f"pipeline-dp-order would pair more than {MAX_STAGE_PAIRS:,} stages of {len(problem.graph.nodes)} "
+            "nodes; capture the model at block granularity or use hpa or genetic")
+    return _plan(problem, classes, found, "pipeline-dp-order")
+
+
+def pipeline_dp_over(problem: Problem, lattice: CutLattice) -> Plan:
+    """The best pipeline whose cuts are those of `lattice` (every pair of them searched)."""
+    classes = _classes(problem)
+    found = _search(problem, lattice, classes, math.inf)
+    if found is None:
+        raise UserInputError(f"the {lattice.size:,} cuts pair into more than {MAX_STAGE_PAIRS:,} stages")
+    return _plan(problem, classes, found, "pipeline-dp")
+
+
+def _over_ideals(problem: Problem, classes: list[DeviceClass], bound_s: float) -> tuple[Found | None, str]:
+    """The DP over the DAG's ideals (or its glued form's), its stages bounded by `bound_s`; else why not."""
+    graph = problem.graph
+    name = graph.name or "the graph"
+    lattice = ideal_lattice(graph, MAX_IDEALS)
+    if lattice is None:
+        free = glueable_nodes(problem)
+        lattice = ideal_lattice(graph, MAX_IDEALS, free) if any(free) else None
+        if lattice is None:
+            glued = " even with its free nodes glued to their neighbours" if any(free) else ""
+            return None, f"{name} has more than {MAX_IDEALS:,} ideals (contiguous cuts of its DAG){glued}"
+        log.info("pipeline-dp: %s has more than %d ideals; searching the %d of its glued form",
+                 name, MAX_IDEALS, lattice.size)
+    if lattice.size == len(graph.nodes) + 1:
+        return None, ""  # only the prefixes: the order's search was this one
+    found = _search(problem, lattice, classes, bound_s)
+    if found is None:
+        return None, (f"{name}'s {lattice.size:,} ideals pair into more than {MAX_STAGE_PAIRS:,} stages that could "
+                      "beat the order's pipeline")
+    return found, ""
+
+
+def glueable_nodes(problem: Problem) -> list[bool]:
+    """Per node, whether it may be glued to its one neighbouring part at no loss when links are free: it
+    takes no time on any device, and it changes no stage's memory: it holds no parameters and its working
+    set is no larger than any neighbour's (so no stage's peak grows), unless memory cannot bind at all
+    (every device holds the whole graph's parameters and its largest working set, as on GNMT's layer graph)."""
+    graph = problem.graph
+    live = [terms.working_set_bytes(graph, v) for v in graph.nodes]
+    whole = sum(v.param_bytes for v in graph.nodes) + max(live, default=0)
+    unbound = all(whole <= d.memory_bytes for d in problem.cluster.devices)
+    out = []
+    for v, node in enumerate(graph.nodes):
+        near = [graph.index[x] for x in (*node.inputs, *graph.consumers[node.id]) if x in graph.index]
+        costless = all(problem.node_time_s[d][node.id] == 0 for d in problem.node_time_s)
+        out.append(costless and (unbound or (node.param_bytes == 0 and all(live[v] <= live[u] for u in near))))
+    return out
+
+
+def _plan(problem: Problem, classes: list[DeviceClass], found: Found, name: str) -> Plan:
+    if not math.isfinite(found.value_s):
+        raise InfeasibleError(
+            f"{name} found no pipeline whose stages fit their devices' memory and whose hops have "
+            "links; give devices more memory_bytes or add links")
     graph = problem.graph
     placement: dict[str, str] = {}
     used: dict[int, int] = {}
-    for q, (a, b) in stages:
+    for q, (a, b) in found.stages:
         device = classes[q].devices[used.get(q, 0)]
         used[q] = used.get(q, 0) + 1
-        for v in lattice.stage_nodes(a, b):
+        for v in found.lattice.stage_nodes(a, b):
             placement[graph.nodes[v].id] = device
     plan = Plan(graph, placement, name)
     return Plan(plan.graph, plan.placement, name, evaluate(plan, problem).objective_value)
@@ -122,8 +205,9 @@ def dp_state_count(problem: Problem) -> int:
     return math.prod(len(c.devices) + 1 for c in classes) * len(classes)
 
 
-def _search(problem: Problem, lattice: CutLattice, classes: list[DeviceClass]) -> list[tuple[int, tuple[int, int]]]:
-    """(class, (cut a, cut b)) for each stage in order: the stage runs masks[b] - masks[a]."""
+def _search(problem: Problem, lattice: CutLattice, classes: list[DeviceClass], bound_s: float) -> Found | None:
+    """The DP of the module docstring over `lattice`, pairing only stages some class runs within `bound_s`;
+    None when that leaves more than MAX_STAGE_PAIRS pairs. An infeasible problem has value inf."""
     k, m = len(classes), lattice.size
     counts = _count_vectors(classes)
     if len(counts) * k > MAX_STATES:
@@ -131,43 +215,46 @@ def _search(problem: Problem, lattice: CutLattice, classes: list[DeviceClass]) -
             f"pipeline-dp would search {len(counts) * k} states (device counts per class x classes), more than "
             f"{MAX_STATES}: the cluster has {sum(len(c.devices) for c in classes)} devices in {k} classes of "
             "interchangeable ones. Drop devices from the cluster file or use hpa or genetic")
+    node_s = np.array([[_effective_s(problem, c.devices[0], v.id) for v in problem.graph.nodes] for c in classes])
+    pairs = lattice.stage_pairs(node_s.min(axis=0), bound_s, MAX_STAGE_PAIRS)
+    if pairs is None:
+        return None
     index = {c: i for i, c in enumerate(counts)}
-    busy = [_busy_matrix(problem, lattice, c.devices[0]) for c in classes]
+    busy = [_stage_busy(problem, lattice, pairs, c.devices[0], node_s[q]) for q, c in enumerate(classes)]
     hop, in_hop, out_hop = _hops(problem, lattice, classes)
-    full = m - 1
     best = np.full((len(counts), k, m), math.inf)
-    start = np.zeros((len(counts), k, m), dtype=np.intp)  # the cut a of the last stage
-    prev = np.zeros((len(counts), k, m), dtype=np.intp)  # the class p before it, per cut a
+
+    def before(rest: tuple[int, ...], q: int) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+        """A[.][rest][q] per cut, and the class p of the stage before it."""
+        if not any(rest):
+            first = np.full(m, math.inf)
+            first[0] = in_hop[q]
+            return first, np.zeros(m, dtype=np.intp)
+        options = np.maximum(best[index[rest]], hop[:, q, :])  # (p, a)
+        options[[p for p in range(k) if not rest[p]]] = math.inf
+        return options.min(axis=0), options.argmin(axis=0)
+
     for c in counts[1:]:  # by number of devices used, so c - e_q is done before c
         for q in (q for q in range(k) if c[q]):
-            rest = _one_less(c, q)
-            if not any(rest):
-                before = np.full(m, math.inf)
-                before[0] = in_hop[q]
-            else:
-                r = index[rest]
-                options = np.maximum(best[r], hop[:, q, :])  # (p, a)
-                options[[p for p in range(k) if not rest[p]]] = math.inf
-                prev[index[c], q] = options.argmin(axis=0)
-                before = options.min(axis=0)
-            total = np.maximum(before[:, None], busy[q])  # (a, b)
-            start[index[c], q] = total.argmin(axis=0)
-            best[index[c], q] = total.min(axis=0)
+            entry, _ = before(_one_less(c, q), q)
+            best[index[c], q] = pairs.segment_min(np.maximum(entry[pairs.a], busy[q]), m)
+    full = m - 1
     final = np.maximum(best[:, :, full], out_hop[None, :])
     last_c, last_q = (int(x) for x in np.unravel_index(int(final.argmin()), final.shape))
-    if not math.isfinite(final[last_c, last_q]):
-        raise InfeasibleError(
-            "pipeline-dp found no pipeline whose stages fit their devices' memory and whose hops have "
-            "links; give devices more memory_bytes or add links")
+    value = float(final[last_c, last_q])
+    if not math.isfinite(value):
+        return Found(lattice, [], math.inf)
     stages: list[tuple[int, tuple[int, int]]] = []
     b, c, q = full, counts[last_c], last_q
-    while any(c):
-        a = int(start[index[c], q, b])
+    while any(c):  # walk back: the pair ending at b that gave best[c][q][b], and the class before it
+        rest = _one_less(c, q)
+        entry, came_from = before(rest, q)
+        span = pairs.segment(b)
+        totals = np.maximum(entry[pairs.a[span]], busy[q][span])
+        a = int(pairs.a[span][int(totals.argmin())])
         stages.append((q, (a, b)))
-        p = int(prev[index[c], q, a])
-        c = _one_less(c, q)
-        b, q = a, p
-    return stages[::-1]
+        b, c, q = a, rest, int(came_from[a])
+    return Found(lattice, stages[::-1], value)
 
 
 def _one_less(counts: tuple[int, ...], q: int) -> tuple[int, ...]:
@@ -179,45 +266,59 @@ def _count_vectors(classes: list[DeviceClass]) -> list[tuple[int, ...]]:
     return sorted(itertools.product(*(range(len(c.devices) + 1) for c in classes)), key=lambda c: (sum(c), c))
 
 
-def _busy_matrix(problem: Problem, lattice: CutLattice, device: str) -> NDArray[np.float64]:
-    """busy[a, b]: effective busy time on `device` of the stage masks[b] - masks[a]; inf if a is not
-    below b or the stage does not fit the device's memory (parameters + largest working set)."""
+def _effective_s(problem: Problem, device: str, node_id: str) -> float:
+    """A node's time on `device`, stretched by its background load (`terms.effective_busy_s`)."""
+    return terms.effective_busy_s(problem.cluster.device(device), problem.node_time_s[device][node_id])
+
+
+def _stage_busy(problem: Problem, lattice: CutLattice, pairs: StagePairs, device: str,
+                node_s: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per pair, the stage's effective busy time on `device`; inf where it does not fit the device's memory
+    (parameters + largest working set)."""
     graph = problem.graph
-    dev = problem.cluster.device(device)
-    times = lattice.sums(np.array([problem.node_time_s[device][v.id] for v in graph.nodes], dtype=float))
-    params = lattice.sums(np.array([v.param_bytes for v in graph.nodes], dtype=float))
-    span = times[None, :] - times[:, None]
-    if dev.background is not None:
-        free = 1.0 - dev.background.utilisation
-        span = span / free if free > 0 else np.full_like(span, math.inf)
-    ok = lattice.below.copy()
-    if math.isfinite(dev.memory_bytes):
-        ok &= _fits(graph, lattice, params[None, :] - params[:, None], dev.memory_bytes)
-    return np.where(ok, span, math.inf)
+    busy = lattice.stage_sums(node_s, pairs)
+    memory = problem.cluster.device(device).memory_bytes
+    if math.isfinite(memory):
+        params = lattice.stage_sums(np.array([v.param_bytes for v in graph.nodes], dtype=float), pairs)
+        busy[~_fits(graph, lattice, pairs, params, memory)] = math.inf
+    return busy
 
 
-def _fits(graph: Graph, lattice: CutLattice, stage_params: NDArray[np.float64],
+def _fits(graph: Graph, lattice: CutLattice, pairs: StagePairs, stage_params: NDArray[np.float64],
           memory_bytes: float) -> NDArray[np.bool_]:
-    """fits[a, b]: the stage's parameters plus its largest working set fit `memory_bytes`."""
+    """Per pair: the stage's parameters plus its largest working set fit `memory_bytes`."""
     live = np.array([terms.working_set_bytes(graph, v) for v in graph.nodes], dtype=float)
     n = len(graph.nodes)
-    if lattice.is_prefixes:  # stage (i, j) is nodes i..j-1: its peak is a running maximum
-        upper = np.triu(np.ones((n, n), dtype=bool))
-        peak_ij = np.maximum.accumulate(np.where(upper, live[None, :], 0.0), axis=1)  # peak over [i, j-1]
-        peak = np.zeros((n + 1, n + 1))
-        peak[:n, 1:] = peak_ij
-        return lattice.below & (stage_params + peak <= memory_bytes)
+    if n == 0:
+        return np.asarray(stage_params <= memory_bytes)
+    if lattice.is_prefixes:  # stage (a, b) is nodes a..b-1: its peak is a range maximum (a sparse table)
+        return np.asarray(stage_params + _range_max(live, pairs.a, pairs.b) <= memory_bytes)
     # Bounds first: the stage's peak is at most the largest working set anywhere in b, at least 0.
     masks = lattice.masks
-    peak_in = np.where(masks, live[None, :], 0.0).max(axis=1) if n else np.zeros(lattice.size)
-    fits = lattice.below & (stage_params + peak_in[None, :] <= memory_bytes)
-    open_a, open_b = np.nonzero(lattice.below & ~fits & (stage_params <= memory_bytes))
-    for lo in range(0, len(open_a), PAIRS_PER_BLOCK):
-        a, b = open_a[lo:lo + PAIRS_PER_BLOCK], open_b[lo:lo + PAIRS_PER_BLOCK]
-        stage = masks[b] & ~masks[a]
+    peak_in = np.where(masks, live[None, :], 0.0).max(axis=1)
+    fits: NDArray[np.bool_] = np.asarray(stage_params + peak_in[pairs.b] <= memory_bytes)
+    (open_pairs,) = np.nonzero(~fits & (stage_params <= memory_bytes))
+    for lo in range(0, len(open_pairs), PAIRS_PER_BLOCK):
+        chosen = open_pairs[lo:lo + PAIRS_PER_BLOCK]
+        stage = masks[pairs.b[chosen]] & ~masks[pairs.a[chosen]]
         peak = np.where(stage, live[None, :], 0.0).max(axis=1)
-        fits[a, b] = stage_params[a, b] + peak <= memory_bytes
+        fits[chosen] = stage_params[chosen] + peak <= memory_bytes
     return fits
+
+
+def _range_max(values: NDArray[np.float64], starts: NDArray[np.intp], stops: NDArray[np.intp]) -> NDArray[np.float64]:
+    """max(values[s:t]) for each (s, t), t > s, from a sparse table of maxima over power-of-two spans."""
+    table = [values]
+    while 2 ** len(table) <= len(values):
+        half = 2 ** (len(table) - 1)
+        table.append(np.maximum(table[-1][:-half], table[-1][half:]))
+    level = np.floor(np.log2(np.maximum(stops - starts, 1))).astype(np.intp)
+    out = np.empty(len(starts))
+    for j in np.unique(level):
+        chosen = level == j
+        span = 2 ** int(j)
+        out[chosen] = np.maximum(table[j][starts[chosen]], table[j][stops[chosen] - span])
+    return out
 
 
 def _hops(problem: Problem, lattice: CutLattice,
