@@ -95,12 +95,11 @@ def pipeline_dp(problem: Problem, *, say_fallback: bool = True) -> Plan:
             f"{problem.graph.name or 'the graph'} ({len(problem.graph.nodes)} nodes); capture it at block "
             "granularity or use hpa or genetic")
     found, why = _over_ideals(problem, classes, ordered.value_s)
-    if found is None and why:
-        (log.warning if say_fallback else log.debug)(
-            "pipeline-dp: %s; keeping the best pipeline over the prefixes of the node order (pipeline-dp-order), "
-            "exact only along that order", why)
-        return _plan(problem, classes, ordered, "pipeline-dp")
-    if found is None:  # the graph's only ideals are the order's prefixes (a chain)
+    if found is None:  # why is empty for a chain, whose only ideals are the order's prefixes
+        if why:
+            (log.warning if say_fallback else log.debug)(
+                "pipeline-dp: %s; keeping the best pipeline over the prefixes of the node order "
+                "(pipeline-dp-order), exact only along that order", why)
         return _plan(problem, classes, ordered, "pipeline-dp")
     plans = [_plan(problem, classes, f, "pipeline-dp") for f in (found, ordered) if math.isfinite(f.value_s)]
     if not plans:
@@ -141,8 +140,8 @@ def _over_ideals(problem: Problem, classes: list[DeviceClass], bound_s: float) -
             return None, f"{name} has more than {MAX_IDEALS:,} ideals (contiguous cuts of its DAG){glued}"
         log.info("pipeline-dp: %s has more than %d ideals; searching the %d of its glued form",
                  name, MAX_IDEALS, lattice.size)
-    if lattice.size == len(graph.nodes) + 1:
-        return None, ""  # only the prefixes: the order's search was this one
+    if not lattice.glued and lattice.size == len(graph.nodes) + 1:
+        return None, ""  # a chain: its ideals are the prefixes, which the order's search covered
     found = _search(problem, lattice, classes, bound_s)
     if found is None:
         return None, (f"{name}'s {lattice.size:,} ideals pair into more than {MAX_STAGE_PAIRS:,} stages that could "
