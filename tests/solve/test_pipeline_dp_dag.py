@@ -191,7 +191,7 @@ def test_too_many_stage_pairs_falls_back_to_the_order_and_says_so(caplog: pytest
     assert "pair into more than 40 stages" in caplog.text and "pipeline-dp-order" in caplog.text
     assert evaluate(plan, problem).bottleneck_s == pytest.approx(3.0)
     monkeypatch.setattr(pipeline_dp_module, "MAX_STAGE_PAIRS", 10)
-    with pytest.raises(UserInputError, match="more than 10 stages"):
+    with pytest.raises(UserInputError, match="pipeline-dp-order would pair more than 10 stages"):
         pipeline_dp_order(problem)
 
 

@@ -50,9 +50,6 @@ class StagePairs:
         object.__setattr__(self, "ends", ends.astype(np.intp))
         object.__setattr__(self, "starts", starts.astype(np.intp))
 
-    def __len__(self) -> int:
-        return len(self.a)
-
     def segment_min(self, values: NDArray[np.float64], size: int) -> NDArray[np.float64]:
         """Per cut b (of `size`), the least of `values` (one per pair) over the pairs ending at b; inf if none."""
         out = np.full(size, np.inf)
@@ -202,8 +199,7 @@ def prefix_lattice(graph: Graph) -> CutLattice:
 
 def count_ideals(graph: Graph, limit: int, free: Sequence[bool] | None = None) -> int | None:
     """How many ideals the graph has (with `free` nodes glued, when given), or None past `limit`."""
-    units = glued_units(graph, free) if free is not None else list(range(len(graph.nodes)))
-    found = _enumerate(graph, units, limit)
+    found = _enumerate(graph, _units(graph, free), limit)
     return None if found is None else len(found)
 
 
@@ -211,12 +207,17 @@ def ideal_lattice(graph: Graph, limit: int, free: Sequence[bool] | None = None) 
     """Every ideal of the graph (of its glued form, when `free` marks the nodes that may be glued), or
     None when there are more than `limit` of them."""
     n = len(graph.nodes)
-    units = glued_units(graph, free) if free is not None else list(range(n))
+    units = _units(graph, free)
     found = _enumerate(graph, units, limit)
     if found is None:
         return None
     bits = np.array([[ideal >> units[v] & 1 for v in range(n)] for ideal in found], dtype=bool).reshape(len(found), n)
     return CutLattice("ideals", n, bits, glued=len(set(units)) < n)
+
+
+def _units(graph: Graph, free: Sequence[bool] | None) -> list[int]:
+    """Each node's unit: its glued one when `free` is given, else a unit of its own."""
+    return glued_units(graph, free) if free is not None else list(range(len(graph.nodes)))
 
 
 def glued_units(graph: Graph, free: Sequence[bool]) -> list[int]:

@@ -88,12 +88,7 @@ def pipeline_dp(problem: Problem, *, say_fallback: bool = True) -> Plan:
     """The pipeline of least bottleneck over contiguous parts of the DAG; see the module docstring.
     `say_fallback=False` (for a caller that only wants a good pipeline) logs the fallback at debug."""
     classes = _classes(problem)
-    ordered = _search(problem, prefix_lattice(problem.graph), classes, math.inf)
-    if ordered is None:
-        raise UserInputError(
-            f"pipeline-dp would pair more than {MAX_STAGE_PAIRS:,} stages of the node order of "
-            f"{problem.graph.name or 'the graph'} ({len(problem.graph.nodes)} nodes); capture it at block "
-            "granularity or use hpa or genetic")
+    ordered = _search_every_pair(problem, prefix_lattice(problem.graph), classes, "pipeline-dp")
     found, why = _over_ideals(problem, classes, ordered.value_s)
     if found is None:  # why is empty for a chain, whose only ideals are the order's prefixes
         if why:
@@ -110,21 +105,25 @@ def pipeline_dp(problem: Problem, *, say_fallback: bool = True) -> Plan:
 def pipeline_dp_order(problem: Problem) -> Plan:
     """PipeEdge's search: stages are ranges of the graph's one topological order."""
     classes = _classes(problem)
-    found = _search(problem, prefix_lattice(problem.graph), classes, math.inf)
-    if found is None:
-        raise UserInputError(
-            f"pipeline-dp-order would pair more than {MAX_STAGE_PAIRS:,} stages of {len(problem.graph.nodes)} "
-            "nodes; capture the model at block granularity or use hpa or genetic")
+    found = _search_every_pair(problem, prefix_lattice(problem.graph), classes, "pipeline-dp-order")
     return _plan(problem, classes, found, "pipeline-dp-order")
 
 
 def pipeline_dp_over(problem: Problem, lattice: CutLattice) -> Plan:
     """The best pipeline whose cuts are those of `lattice` (every pair of them searched)."""
     classes = _classes(problem)
+    return _plan(problem, classes, _search_every_pair(problem, lattice, classes, "pipeline-dp"), "pipeline-dp")
+
+
+def _search_every_pair(problem: Problem, lattice: CutLattice, classes: list[DeviceClass], solver: str) -> Found:
+    """`_search` with no bound on a stage; refused, naming the solver, past MAX_STAGE_PAIRS pairs."""
     found = _search(problem, lattice, classes, math.inf)
     if found is None:
-        raise UserInputError(f"the {lattice.size:,} cuts pair into more than {MAX_STAGE_PAIRS:,} stages")
-    return _plan(problem, classes, found, "pipeline-dp")
+        raise UserInputError(
+            f"{solver} would pair more than {MAX_STAGE_PAIRS:,} stages of the {lattice.size:,} cuts of "
+            f"{problem.graph.name or 'the graph'} ({len(problem.graph.nodes)} nodes); capture the model at "
+            "block granularity or use hpa or genetic")
+    return found
 
 
 def _over_ideals(problem: Problem, classes: list[DeviceClass], bound_s: float) -> tuple[Found | None, str]:
